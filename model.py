@@ -1,0 +1,218 @@
+"""
+A small GPT in the style of nanoGPT (Karpathy), with a KV cache for incremental decoding.
+
+Two things differ from nanoGPT, both for RL:
+1) Left padding. Rollouts batch prompts of different lengths, so a row may start with `pad[b]` pad tokens.
+   Those keys are masked out and positions start at 0 on the row's first real token, so a padded row
+   computes exactly what it would compute alone.
+2) A KV cache. Sampling appends one token per step; with the cache each step costs one token's work
+   instead of re-running the whole sequence (nanoGPT's generate recomputes everything).
+"""
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from reward import VOCAB_SIZE, UserError
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256   # longest sequence (prompt + response) the model can see
+    vocab_size: int = VOCAB_SIZE
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+
+
+PRESETS = {  # model sizes; training settings per preset live in train.py
+    "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=32),            # tests: seconds
+    "cpu": GPTConfig(n_layer=4, n_head=4, n_embd=128),            # ~0.8M params, a laptop CPU
+    "gpu": GPTConfig(n_layer=6, n_head=6, n_embd=384),            # ~10.7M params, nanoGPT's shakespeare-char size
+}
+
+
+class KVCache:
+    """Keys and values of every layer for `batch` rows, preallocated for `max_len` positions.
+    `pad` (B,) counts each row's left-pad tokens; `t` is how many positions are filled."""
+
+    def __init__(self, cfg, batch, max_len, pad, device, dtype):
+        hs = cfg.n_embd // cfg.n_head
+        self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.pad = pad
+        self.t = 0
+
+    def expand(self, g):
+        """Repeat every row g times (B -> B*g): prefill a prompt once, then sample G answers from it."""
+        self.k = self.k.repeat_interleave(g, dim=1)
+        self.v = self.v.repeat_interleave(g, dim=1)
+        self.pad = self.pad.repeat_interleave(g)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, cfg, layer):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.n_head, self.dropout, self.layer = cfg.n_head, cfg.dropout, layer
+
+    def forward(self, x, mask, cache):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
+        if cache is not None:  # write this chunk's keys/values, then attend over everything so far
+            cache.k[self.layer, :, :, cache.t:cache.t + T] = k
+            cache.v[self.layer, :, :, cache.t:cache.t + T] = v
+            k = cache.k[self.layer, :, :, :cache.t + T]
+            v = cache.v[self.layer, :, :, :cache.t + T]
+        drop = self.dropout if self.training else 0.0
+        if mask is None:  # no padding, no cache: the plain causal fast path
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, cfg, layer):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, mask, cache):
+        x = x + self.attn(self.ln_1(x), mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)]),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2 / nanoGPT
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # scaled init of the residual projections (GPT-2 paper)
+            if pn.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
+
+    def new_cache(self, batch, max_len, pad):
+        p = self.lm_head.weight
+        return KVCache(self.config, batch, max_len, pad, p.device, p.dtype)
+
+    def forward(self, idx, pad=None, cache=None):
+        """idx (B, T) token ids -> logits (B, T, vocab).
+        pad (B,) left-pad count per row, or None when no row is padded on the left (right padding after
+        the end token needs no mask: causal attention never looks ahead). With `cache`, idx holds the
+        next T positions of the rows already in the cache."""
+        B, T = idx.size()
+        t0 = cache.t if cache is not None else 0
+        if cache is not None:
+            pad = cache.pad
+        assert t0 + T <= self.config.block_size, f"sequence of {t0 + T} > block_size {self.config.block_size}"
+        q_pos = torch.arange(t0, t0 + T, device=idx.device)  # absolute positions of the queries (T,)
+        if pad is None:  # (a cache always carries a pad tensor, so this is the uncached path)
+            pos, mask = q_pos, None
+        else:
+            pos = (q_pos[None, :] - pad[:, None]).clamp(min=0)  # (B, T): row positions start at 0
+            k_pos = torch.arange(t0 + T, device=idx.device)
+            causal = k_pos[None, None, :] <= q_pos[None, :, None]                     # (1, T, Tk)
+            real = k_pos[None, None, :] >= pad[:, None, None]                        # (B, 1, Tk)
+            itself = k_pos[None, None, :] == q_pos[None, :, None]  # pad queries see themselves, not NaN
+            mask = (causal & (real | itself))[:, None]                               # (B, 1, T, Tk)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, mask, cache)
+        if cache is not None:
+            cache.t += T
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+
+    def configure_optimizers(self, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+        """AdamW; weight decay on matrices only (nanoGPT). Fused on CUDA."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: written atomically (temp file + rename), read with weights_only=True so that a checkpoint
+# from someone else cannot run code on load.
+
+def save_checkpoint(path, state):
+    """Write a dict of tensors / plain Python values to `path` atomically: a crash leaves the old file."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by save_checkpoint; UserError (one line) if missing or unreadable."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is corrupt or not a prerl checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"checkpoint {path} has no model/config: not a prerl checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, device="cpu"):
+    """GPT with the checkpoint's config and weights."""
+    try:
+        model = GPT(GPTConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError) as e:
+        raise UserError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
+    return model.to(device)

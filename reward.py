@@ -1,0 +1,277 @@
+"""
+The world the experiments live in: an arithmetic reasoning task, its pre-training corpus, a byte-level
+tokenizer, the verifier and the behaviour counters.
+
+The task. A question is an integer expression with + - * and the usual precedence:
+
+    prompt:   Q:5+23*7-4=
+    response: 23*7=161;5+161=166;166-4=162;#162<|eos|>
+
+The response does the multiplications first (left to right), then the additions and subtractions left to
+right, one step per `;`, and restates the operands of every step. That restating is what makes log P(y)
+meaningful without the question (design.md section 2, property 2): the first tokens of y copy the question
+(they depend on x), the rest is almost determined by y<t.
+
+The corpus (the "pre-training data") holds the behaviours the paper talks about, each at a rate set by a knob:
+  - slips: a step's result off by +-1, +-2 or +-10, carried on to a wrong final answer;
+  - reflection: a slip followed by ` wait ` and a correct redo:    99-72=28 wait 99-72=27;
+  - transition: a hard product solved another way:                 23*7 alternatively 20*7=140;3*7=21;140+21=161;
+  - bare solutions: a solution with no question, so P(y) is in distribution (paper section 2);
+  - prompt-independent bad habits (design.md property 8): guessing `#42` with no steps, or repeating the
+    previous operation once more. They are wrong whatever the question, the kind of pattern NSR-PreRL is
+    said to prune from P(y).
+"""
+import random
+import re
+from dataclasses import dataclass, field
+
+import tiktoken
+
+class UserError(ValueError):
+    """Bad input from the user (a flag, a file, a question). Entry points print it as one line, exit 2."""
+
+
+# -----------------------------------------------------------------------------
+# tokenizer: every single byte is a token (so any string encodes) plus three special tokens.
+# Built from explicit ranks, never tiktoken.get_encoding, which downloads.
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+tokenizer = tiktoken.Encoding(
+    name="prerl-bytes",
+    pat_str=r"\S+|\s+",  # pre-split only; with no merges every byte ends up its own token
+    mergeable_ranks={bytes([i]): i for i in range(256)},
+    special_tokens={BOS: 256, EOS: 257, PAD: 258},
+)
+BOS_ID, EOS_ID, PAD_ID = 256, 257, 258
+VOCAB_SIZE = 259
+
+
+def encode(text):
+    """Text -> token ids. Typed text is always ordinary: a user's "<|eos|>" becomes 7 byte tokens."""
+    return tokenizer.encode_ordinary(text)
+
+
+def decode(ids):
+    """Token ids -> text; special ids print as their names, broken utf-8 as U+FFFD."""
+    return tokenizer.decode(list(ids), errors="replace")
+
+
+# -----------------------------------------------------------------------------
+# problems
+
+@dataclass
+class TaskConfig:
+    """Difficulty knobs of the problem generator."""
+    min_ops: int = 2          # operations per question
+    max_ops: int = 3
+    operand_max: int = 99     # operands of + and - are 1..operand_max
+    mult_share: float = 0.25  # chance that an operation is '*' (its right operand is 2..9)
+    value_max: int = 999      # every intermediate value stays in 0..value_max
+
+
+SPLITS = {  # name -> (task config, seed offset). OOD: one more operation and larger operands.
+    "train": (TaskConfig(), 0),
+    "test": (TaskConfig(), 1),
+    "ood": (TaskConfig(min_ops=4, max_ops=4, operand_max=199), 2),
+}
+
+
+@dataclass
+class Problem:
+    question: str   # "5+23*7-4"
+    answer: int     # 162
+
+    @property
+    def prompt(self):
+        return f"Q:{self.question}="
+
+
+_QUESTION = re.compile(r"[0-9]{1,4}(?:[-+*][0-9]{1,4}){0,7}")
+
+
+def parse_question(question):
+    """'5+23*7-4' -> ([5, 23, 7, 4], ['+', '*', '-']). Raises ValueError naming the question if it is not
+    a chain of 1 to 8 non-negative integers (at most 4 digits) joined by + - *."""
+    q = question.replace(" ", "")
+    if not _QUESTION.fullmatch(q):
+        raise UserError(f"cannot parse question {question!r}: expected numbers joined by + - * (e.g. 94+3*2-72)")
+    nums = [int(n) for n in re.findall(r"[0-9]+", q)]
+    ops = re.findall(r"[-+*]", q)
+    return nums, ops
+
+
+def solution_steps(nums, ops):
+    """The reference order of work: products first (left to right), then + and - left to right.
+    Returns [(a, op, b, result), ...]."""
+    nums, ops, steps = list(nums), list(ops), []
+    while "*" in ops:
+        i = ops.index("*")
+        r = nums[i] * nums[i + 1]
+        steps.append((nums[i], "*", nums[i + 1], r))
+        nums[i:i + 2], ops[i:i + 1] = [r], []
+    acc = nums[0]
+    for op, b in zip(ops, nums[1:]):
+        r = acc + b if op == "+" else acc - b
+        steps.append((acc, op, b, r))
+        acc = r
+    return steps
+
+
+def solve(question):
+    """Integer value of a question string, e.g. solve('5+23*7-4') == 162."""
+    nums, ops = parse_question(question)
+    steps = solution_steps(nums, ops)
+    return steps[-1][3] if steps else nums[0]
+
+
+def make_problem(rng, cfg=TaskConfig()):
+    """A random Problem whose every intermediate value is in 0..cfg.value_max (rejection sampling)."""
+    while True:
+        n_ops = rng.randint(cfg.min_ops, cfg.max_ops)
+        ops = ["*" if rng.random() < cfg.mult_share else rng.choice("+-") for _ in range(n_ops)]
+        nums = [rng.randint(1, cfg.operand_max)]
+        for op in ops:
+            nums.append(rng.randint(2, 9) if op == "*" else rng.randint(1, cfg.operand_max))
+        steps = solution_steps(nums, ops)
+        if all(0 <= s[3] <= cfg.value_max for s in steps):
+            q = "".join(f"{n}{op}" for n, op in zip(nums, ops)) + str(nums[-1])
+            return Problem(q, steps[-1][3])
+
+
+def make_split(name, n, seed=0):
+    """n problems of a named split. The splits use disjoint seeds; test and ood never overlap train's
+    questions because train problems are drawn from a different seed stream (and rejected if they repeat)."""
+    if name not in SPLITS:
+        raise UserError(f"unknown split {name!r}: choose from {sorted(SPLITS)}")
+    cfg, offset = SPLITS[name]
+    rng = random.Random(1_000_003 * offset + seed)
+    return [make_problem(rng, cfg) for _ in range(n)]
+
+
+# -----------------------------------------------------------------------------
+# the pre-training corpus
+
+@dataclass
+class CorpusConfig:
+    """Shares of the behaviours in the pre-training corpus (design.md section 2)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    slip: float = 0.15          # chance that a step's result is off by +-1, +-2 or +-10
+    reflect: float = 0.5        # chance that a slip is followed by ` wait ` and a correct redo
+    transition: float = 0.3     # chance that a hard product (two-digit x one-digit) is done another way
+    bare: float = 0.15          # share of documents that are a solution without its question
+    guess: float = 0.02         # bad habit: answer `#N` at once, no steps (N a guess near the operands)
+    repeat: float = 0.02        # bad habit: apply the last operation once more before answering
+
+
+def _slipped(rng, r):
+    """r off by +-1, +-2 or +-10, never crossing from a non-negative value below 0."""
+    while True:
+        w = r + rng.choice((-10, -2, -1, 1, 2, 10))
+        if w >= 0 or r < 0:
+            return w
+
+
+def _step_text(rng, a, op, b, r, cfg):
+    """One step as text plus the value carried on (wrong if it slipped and was not caught)."""
+    if op == "*" and 10 <= a <= 99 and a % 10 and rng.random() < cfg.transition:
+        # transition: a hard product done by splitting the tens from the units
+        t, u = a - a % 10, a % 10
+        parts, carried = [], []
+        for x in (t, u):
+            txt, v = _step_text(rng, x, "*", b, x * b, cfg)
+            parts.append(txt)
+            carried.append(v)
+        txt, v = _step_text(rng, carried[0], "+", carried[1], carried[0] + carried[1], cfg)
+        return f"{a}*{b} alternatively " + ";".join(parts + [txt]), v
+    head = f"{a}{op}{b}="
+    if rng.random() < cfg.slip:
+        w = _slipped(rng, r)
+        if rng.random() < cfg.reflect:
+            return f"{head}{w} wait {head}{r}", r  # reflection: the redo is always right
+        return f"{head}{w}", w
+    return f"{head}{r}", r
+
+
+def solution_text(rng, problem, cfg=CorpusConfig()):
+    """A worked solution of `problem` with corpus behaviours drawn at cfg's rates."""
+    nums, ops = parse_question(problem.question)
+    if rng.random() < cfg.guess:  # bad habit: no steps, a guess near the largest operand
+        return f"#{max(0, max(nums) + rng.randint(-20, 20))}"
+    nums, ops, parts = list(nums), list(ops), []
+    # Redo the reference order, but carry the (possibly slipped) values on, as a real trace would.
+    while "*" in ops:
+        i = ops.index("*")
+        last = ("*", nums[i + 1])
+        txt, v = _step_text(rng, nums[i], "*", nums[i + 1], nums[i] * nums[i + 1], cfg)
+        parts.append(txt)
+        nums[i:i + 2], ops[i:i + 1] = [v], []
+    acc = nums[0]
+    for op, b in zip(ops, nums[1:]):
+        last = (op, b)
+        txt, acc = _step_text(rng, acc, op, b, acc + b if op == "+" else acc - b, cfg)
+        parts.append(txt)
+    if rng.random() < cfg.repeat:  # bad habit: the last operation applied once more
+        op, b = last
+        r = acc + b if op == "+" else acc - b if op == "-" else acc * b
+        parts.append(f"{acc}{op}{b}={r}")
+        acc = r
+    return ";".join(parts) + f";#{acc}"
+
+
+def corpus_document(rng, cfg=CorpusConfig()):
+    """One pre-training document as text (no special tokens): a question with its worked solution, or,
+    with probability cfg.bare, the solution alone."""
+    p = make_problem(rng, cfg.task)
+    sol = solution_text(rng, p, cfg)
+    return sol if rng.random() < cfg.bare else p.prompt + sol
+
+
+# -----------------------------------------------------------------------------
+# verifier and behaviour counters
+
+_ANSWER = re.compile(r"#(-?(?:0|[1-9][0-9]{0,8}))")  # ASCII digits, no '+', no leading zeros, <= 9 digits
+
+
+def score(completion, answer):
+    """1.0 if `completion` (the text the model wrote before its end token) ends with exactly one answer
+    `#N` and N == answer, else 0.0. Only ASCII digits and an optional '-' count, so unicode digits,
+    '_' separators, '+27', whitespace and trailing junk all score 0. Never raises."""
+    try:
+        if not isinstance(completion, str) or completion.count("#") != 1:
+            return 0.0
+        m = _ANSWER.fullmatch(completion[completion.index("#"):])
+        return 1.0 if m is not None and int(m.group(1)) == int(answer) else 0.0
+    except Exception:  # a verifier must never take a run down
+        return 0.0
+
+
+MARKERS = ("wait", "alternatively")  # reflection, transition (paper abstract: x6.54, x14.89)
+
+
+def count_markers(text):
+    """Occurrences of each marker word in `text`: {'wait': n, 'alternatively': m}."""
+    return {m: len(re.findall(rf"\b{m}\b", text)) for m in MARKERS}
+
+
+def step_is_wrong(step):
+    """For 'a op b=c' text: True if c is not the value of a op b, None if `step` is not such a step."""
+    m = re.fullmatch(r"\s*(-?[0-9]+)([-+*])([0-9]+)=(-?[0-9]+)\s*", step)
+    if m is None:
+        return None
+    a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+    return c != (a + b if op == "+" else a - b if op == "-" else a * b)
+
+
+def reflection_stats(texts):
+    """Is reflection functional (design.md section 2.1)? Over all `wait`s in `texts`:
+    follows_error = share of waits whose preceding step is really wrong,
+    redo_right    = share of waits whose redo step is right."""
+    n = follows = right = 0
+    for t in texts:
+        parts = re.split(r"\bwait\b", t)
+        for before, after in zip(parts[:-1], parts[1:]):
+            n += 1
+            prev = before.rsplit(";", 1)[-1].split("alternatively")[-1]
+            follows += step_is_wrong(prev) is True
+            right += step_is_wrong(after.split(";", 1)[0]) is False
+    return {"waits": n, "follows_error": follows / max(n, 1), "redo_right": right / max(n, 1)}

@@ -1,0 +1,260 @@
+"""
+Group sampling with a KV cache, pass@k, and evaluation of a checkpoint.
+
+    python sample.py --ckpt out/cpu/base.pt                       # held-out split: pass@k, markers, samples
+    python sample.py --ckpt out/cpu/base.pt --problems mine.jsonl  # your own questions, {"question": "94+3*2"}
+    python sample.py --bench                                       # naive recompute vs KV cache, tokens/s
+
+How a group is sampled (GRPO needs G answers per prompt):
+  1) the B prompts are left-padded into one batch and run through the model once (prefill), filling the cache;
+  2) the cache and the last logits are repeated G times (B -> B*G rows);
+  3) every row then samples its own tokens, the first one included, until it writes the end token.
+"""
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
+from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, Problem, count_markers, decode, encode, make_split,
+                    reflection_stats, score, solve, MARKERS)
+
+
+@dataclass
+class Rollout:
+    """B*G sampled responses; row b*G + g is sample g of prompt b."""
+    prompt: torch.Tensor    # (N, Tp) <|bos|> + prompt tokens, left-padded with <|pad|>
+    pad: torch.Tensor       # (N,) number of left-pad tokens in each prompt row
+    response: torch.Tensor  # (N, Tr) sampled tokens; <|pad|> after the end token
+    mask: torch.Tensor      # (N, Tr) bool: the response tokens, end token included, nothing after it
+    finished: torch.Tensor  # (N,) bool: the row wrote the end token (else it was truncated)
+    texts: list             # N strings: the response before its end token
+
+
+def prompt_ids(problem):
+    return [BOS_ID] + encode(problem.prompt)
+
+
+def sample_token(logits, temperature, top_k, generator):
+    """logits (N, V) -> (N,) token ids. temperature 0 means greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], -float("inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None, generator=None,
+             use_cache=True, check_every=8):
+    """Sample G responses to each prompt (a list of token-id lists). use_cache=False recomputes the whole
+    sequence every step, as nanoGPT's generate does (the slow reference for tests and the benchmark).
+    Returns a Rollout. Rows stop at the end token; we look for 'all rows done' only every `check_every`
+    steps because each look is a host-device sync."""
+    device = model.lm_head.weight.device
+    B, Tp = len(prompts), max(len(p) for p in prompts)
+    pad = torch.tensor([Tp - len(p) for p in prompts], device=device)
+    idx = torch.tensor([[PAD_ID] * (Tp - len(p)) + p for p in prompts], device=device)  # (B, Tp)
+    max_new_tokens = min(max_new_tokens, model.config.block_size - Tp)
+    cache = model.new_cache(B, Tp + max_new_tokens, pad) if use_cache else None
+    logits = model(idx, pad=pad, cache=cache)[:, -1]  # prefill once per prompt: (B, V)
+    # expand to G rows per prompt; each row draws its own first token below
+    logits, idx, pad = logits.repeat_interleave(G, 0), idx.repeat_interleave(G, 0), pad.repeat_interleave(G)
+    if cache is not None:
+        cache.expand(G)
+    N = B * G
+    out = torch.full((N, max_new_tokens), PAD_ID, dtype=torch.long, device=device)
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    steps = max_new_tokens
+    for i in range(max_new_tokens):
+        tok = sample_token(logits, temperature, top_k, generator).masked_fill(done, PAD_ID)
+        out[:, i] = tok
+        done |= tok == EOS_ID
+        if i + 1 == max_new_tokens or ((i + 1) % check_every == 0 and bool(done.all())):
+            steps = i + 1
+            break
+        if cache is not None:
+            logits = model(tok[:, None], cache=cache)[:, -1]
+        else:
+            logits = model(torch.cat([idx, out[:, :i + 1]], 1), pad=pad)[:, -1]
+    out = out[:, :steps]
+    mask = out != PAD_ID  # tokens up to and including the end token (pads come only after it)
+    rows = out.tolist()
+    texts = [decode(r[:r.index(EOS_ID)] if EOS_ID in r else [t for t in r if t != PAD_ID]) for r in rows]
+    return Rollout(idx, pad, out, mask, done.clone(), texts)
+
+
+def rewards(rollout, answers):
+    """1.0 for a right answer before the end token; a truncated response scores 0."""
+    return [score(t, a) if f else 0.0 for t, a, f in zip(rollout.texts, answers, rollout.finished.tolist())]
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / j for j in range(n - c + 1, n + 1))
+
+
+def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=None, seed=0, batch_size=64,
+             ks=None, progress=False):
+    """Sample n responses per problem and measure: pass@k for k in ks (default 1, 2, 4, ... up to n), the
+    share of responses containing each marker and its count per response, mean length in tokens, the
+    truncation share, and whether reflection works (reflection_stats). Returns (metrics, samples)."""
+    ks = ks or [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n]
+    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    correct, texts, lengths, truncated, samples = [], [], [], 0, []
+    it = range(0, len(problems), batch_size)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="evaluate", leave=False)
+    for s in it:
+        chunk = problems[s:s + batch_size]
+        ro = generate(model, [prompt_ids(p) for p in chunk], G=n, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_k=top_k, generator=gen)
+        r = rewards(ro, [p.answer for p in chunk for _ in range(n)])
+        for b, p in enumerate(chunk):
+            correct.append(int(sum(r[b * n:(b + 1) * n])))
+            samples.append((p, ro.texts[b * n], r[b * n]))
+        texts += ro.texts
+        lengths += ro.mask.sum(1).tolist()
+        truncated += int((~ro.finished).sum())
+    model.train(was_training)
+    m = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks}
+    counts = [count_markers(t) for t in texts]
+    for name in MARKERS:
+        m[f"{name}_share"] = sum(c[name] > 0 for c in counts) / len(texts)   # responses with >= 1
+        m[f"{name}_per_response"] = sum(c[name] for c in counts) / len(texts)
+    m["length"] = sum(lengths) / len(lengths)
+    m["truncated"] = truncated / len(texts)
+    m.update({f"reflection_{k}": v for k, v in reflection_stats(texts).items()})
+    return m, samples
+
+
+def describe(problem, text, r):
+    """minGPT-style sentence about one sample."""
+    verdict = "right" if r else f"wrong (answer {problem.answer})"
+    return f"  {problem.question} -> {text!r}: {verdict}"
+
+
+def read_problems(path):
+    """JSONL lines {"question": "94+3*2-72", "answer": 28 (optional)} -> Problems. A bad line raises a
+    UserError naming its number."""
+    problems = []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read problems file {path}: {e}") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{i}: not valid JSON") from None
+        if not isinstance(d, dict) or not isinstance(d.get("question"), str):
+            raise UserError(f"{path}:{i}: needs a \"question\" string")
+        try:
+            value = solve(d["question"])
+        except UserError as e:
+            raise UserError(f"{path}:{i}: {e}") from None
+        answer = d.get("answer", value)
+        if not isinstance(answer, int) or isinstance(answer, bool):
+            raise UserError(f"{path}:{i}: \"answer\" must be an integer, got {answer!r}")
+        problems.append(Problem(d["question"].replace(" ", ""), answer))
+    if not problems:
+        raise UserError(f"{path}: no problems in the file")
+    return problems
+
+
+def pick_device(name="auto"):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench(args):
+    """tokens/s of naive recompute vs the KV-cached sampler on one model, same rows and lengths."""
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
+    prompts = [prompt_ids(p) for p in make_split("test", args.rows)]
+    print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.rows} rows x "
+          f"{args.new_tokens} new tokens, device {device}, {torch.get_num_threads()} threads")
+    tps = {}
+    for name, use_cache in (("naive recompute", False), ("kv cache", True)):
+        generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache)  # warm up
+        sync(device)
+        t = time.perf_counter()
+        ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache,
+                      generator=torch.Generator(device=device).manual_seed(0), check_every=10**9)
+        sync(device)
+        dt = time.perf_counter() - t
+        tps[name] = ro.response.numel() / dt
+        print(f"  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
+    print(f"  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", help="checkpoint to evaluate (e.g. out/cpu/base.pt)")
+    ap.add_argument("--problems", help="JSONL file of {\"question\": ...}; default: the held-out split")
+    ap.add_argument("--num-problems", type=int, default=200, help="held-out problems when no --problems")
+    ap.add_argument("-n", type=int, default=16, help="samples per problem (pass@k for k <= n)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    ap.add_argument("--show", type=int, default=6, help="samples to print")
+    ap.add_argument("--bench", action="store_true", help="benchmark naive vs KV-cached sampling")
+    ap.add_argument("--preset", default="cpu", help="model size for --bench")
+    ap.add_argument("--rows", type=int, default=256, help="rows for --bench")
+    ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")
+    args = ap.parse_args(argv)
+    try:
+        if args.bench:
+            if args.preset not in PRESETS:
+                raise UserError(f"unknown preset {args.preset!r}: choose from {sorted(PRESETS)}")
+            return bench(args)
+        if not args.ckpt:
+            raise UserError("--ckpt is required (or --bench)")
+        if args.n < 1 or args.temperature < 0:
+            raise UserError(f"need -n >= 1 and --temperature >= 0, got -n {args.n}, --temperature {args.temperature}")
+        problems = read_problems(args.problems) if args.problems else make_split("test", args.num_problems)
+        device = pick_device(args.device)
+        model = model_from_checkpoint(load_checkpoint(args.ckpt), device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    t = time.time()
+    m, samples = evaluate(model, problems, n=args.n, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_k=args.top_k, seed=args.seed, progress=True)
+    print(f"{len(problems)} problems x {args.n} samples, T={args.temperature}, {time.time() - t:.1f}s")
+    for k, v in m.items():
+        print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
+    print("samples:")
+    for p, text, r in samples[:args.show]:
+        print(describe(p, text, r))
+
+
+if __name__ == "__main__":
+    main()
