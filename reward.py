@@ -66,13 +66,13 @@ class TaskConfig:
     max_ops: int = 3
     operand_max: int = 99     # operands of + and - are 1..operand_max
     mult_share: float = 0.25  # chance that an operation is '*' (its right operand is 2..9)
-    value_max: int = 999      # every intermediate value stays in 0..value_max
+    value_max: int = 199      # every intermediate value stays in 0..value_max
 
 
 SPLITS = {  # name -> (task config, seed offset). OOD: one more operation and larger operands.
     "train": (TaskConfig(), 0),
     "test": (TaskConfig(), 1),
-    "ood": (TaskConfig(min_ops=4, max_ops=4, operand_max=199), 2),
+    "ood": (TaskConfig(min_ops=4, max_ops=4, operand_max=149, value_max=299), 2),
 }
 
 

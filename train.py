@@ -1,14 +1,16 @@
 """
-Training: pre-training of the base model on the generated corpus.
+Training: pre-training of the base model on the generated corpus, and the online RL loop.
 
-    python train.py --preset cpu          # ~0.8M params, about 10 minutes on 2 CPU cores
-    python train.py                       # picks cuda > mps > cpu and the matching preset
+    python train.py --preset cpu                          # pre-train: out/cpu/base.pt
+    python train.py --preset cpu --objective grpo         # RL from out/cpu/base.pt: out/cpu/grpo.pt
+    python train.py --preset cpu --objective dsrl         # NSR-PreRL for --warmup-steps, then GRPO
 
 Pre-training is plain next-token prediction (nanoGPT) on documents `<|bos|>` + text + `<|eos|>`, one document
 per row, right-padded; the pad targets are ignored. Documents are drawn fresh from reward.corpus_document
 every step, so there is no dataset on disk and no epoch. The checkpoint lands in out/<preset>/base.pt.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -20,15 +22,18 @@ from dataclasses import asdict
 import torch
 from torch.nn import functional as F
 
+from losses import (conditional_logprobs, pretrain_logprobs, grpo_loss, prerl_loss, nsr_rl_loss, psr_loss,
+                    nsr_loss, w_reinforce_loss)
 from model import PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint
-from reward import BOS_ID, EOS_ID, PAD_ID, UserError, CorpusConfig, corpus_document, encode, make_split
-from sample import evaluate, pick_device, describe
+from reward import (BOS_ID, EOS_ID, PAD_ID, MARKERS, SPLITS, UserError, CorpusConfig, corpus_document, count_markers,
+                    encode, make_problem, make_split)
+from sample import evaluate, generate, pick_device, describe, prompt_ids, rewards
 
 # Training settings per preset. Batch sizes and step counts are sized so that `cpu` pre-trains in about
 # 10 minutes on 2 cores and `gpu` in about 2 minutes on one modern GPU.
 TRAIN = {
     "tiny": dict(pretrain_steps=150, batch_size=32, lr=3e-3),
-    "cpu": dict(pretrain_steps=3000, batch_size=64, lr=2e-3),
+    "cpu": dict(pretrain_steps=4000, batch_size=64, lr=2e-3),
     "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3),
 }
 
@@ -121,13 +126,199 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     return path, m, samples
 
 
+# -----------------------------------------------------------------------------
+# online RL: sample B prompts x G answers from P(y|x) -> score -> advantages -> loss -> one optimizer step
+
+OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinforce", "nsr-rl-warmup", "dsrl")
+RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share all of them
+    "tiny": dict(steps=4, batch_prompts=4, group=4, lr=1e-3, warmup_lr=1e-3, max_new_tokens=48,
+                 eval_every=2, eval_problems=16, eval_samples=4),
+    "cpu": dict(steps=60, batch_prompts=32, group=8, lr=2e-4, warmup_lr=2e-5, max_new_tokens=96,
+                eval_every=20, eval_problems=200, eval_samples=8),
+    "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
+                eval_every=25, eval_problems=400, eval_samples=8),
+}
+
+
+def phase_objective(objective, step, warmup_steps):
+    """The loss used at `step` (0-based). DSRL (paper section 4): NSR-PreRL for the first S = warmup_steps
+    steps, then GRPO with the same optimizer. nsr-rl-warmup: the same schedule with NSR in P(y|x)."""
+    if objective == "dsrl":
+        return "nsr-prerl" if step < warmup_steps else "grpo"
+    if objective == "nsr-rl-warmup":
+        return "nsr-rl" if step < warmup_steps else "grpo"
+    return objective
+
+
+def objective_loss(name, model, ro, r, G, hp, ref=None):
+    """Loss of one phase objective on a rollout; also the token entropies under P(y|x) and P(y).
+    Only the log-probs the objective needs carry a graph; the other pass is for logging."""
+    pre = name.endswith("prerl")
+    with torch.set_grad_enabled(pre):
+        logp_m, ent_m = pretrain_logprobs(model, ro.response)
+    with torch.set_grad_enabled(not pre):
+        logp_c, ent_c = conditional_logprobs(model, ro)
+    mask, agg = ro.mask, hp["agg"]
+    if name == "grpo":
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp = conditional_logprobs(ref, ro)[0]
+        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], agg=agg,
+                             ref_logp=ref_logp, kl_coef=hp["kl_coef"])
+    elif pre:
+        select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
+        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], agg=agg)
+        st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
+    elif name == "nsr-rl":
+        loss, st = nsr_rl_loss(logp_c, r, mask, G, agg=agg)
+    elif name == "psr":
+        loss, st = psr_loss(logp_c, r, mask, agg=agg)
+    elif name == "nsr":
+        loss, st = nsr_loss(logp_c, r, mask, agg=agg)
+    elif name == "w-reinforce":
+        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], agg=agg)
+    else:
+        raise UserError(f"unknown objective {name!r}: choose from {OBJECTIVES}")
+    m = mask.float()
+    st["entropy_cond"] = float((ent_c.detach() * m).sum() / m.sum())
+    st["entropy_pre"] = float((ent_m.detach() * m).sum() / m.sum())
+    return loss, st
+
+
+def rollout_stats(ro, r, G):
+    """What explains an RL step besides its reward (TRL names)."""
+    g = r.view(-1, G)
+    std = g.std(1)
+    counts = [count_markers(t) for t in ro.texts]
+    return {"reward": float(r.mean()), "reward_std": float(std.mean()),
+            "frac_reward_zero_std": float((std == 0).float().mean()),
+            "solved_all": int((g.min(1).values == 1).sum()), "solved_none": int((g.max(1).values == 0).sum()),
+            "length": float(ro.mask.sum(1).float().mean()), "truncated": float((~ro.finished).float().mean()),
+            **{f"{k}_share": sum(c[k] > 0 for c in counts) / len(counts) for k in MARKERS}}
+
+
+def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None, warmup_steps=None,
+             progress=True, log_path=None, **overrides):
+    """Online RL from checkpoint `init` with `objective`; writes the final checkpoint to out_path.
+    overrides: any key of RL[preset] or agg / eps_high / kl_coef / lam / prerl_advantage.
+    Returns the history: a list of per-step dicts, evaluations under key 'eval'."""
+    from tqdm import tqdm
+    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean")
+    hp.update({k: v for k, v in overrides.items() if v is not None})
+    steps = steps or hp["steps"]
+    S = warmup_steps if warmup_steps is not None else max(1, round(0.05 * steps))  # official: 19 of 348
+    G = hp["group"]
+    ck = load_checkpoint(init)
+    model = model_from_checkpoint(ck, device)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    # the same optimizer for both phases (not reset at the switch, as in the official code)
+    opt = model.configure_optimizers(hp["lr"], weight_decay=0.0, betas=(0.9, 0.999), device_type=device.split(":")[0])
+    ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
+    test = make_split("test", hp["eval_problems"])
+    history, bad_in_a_row = [], 0
+    log = open(log_path, "w") if log_path else None
+    train_cfg = SPLITS["train"][0]
+
+    def run_eval(step):
+        m, _ = evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"], seed=seed + 1)
+        return {"step": step, **m}
+
+    evals = [run_eval(0)]
+    bar = tqdm(range(steps), desc=f"{objective} {preset}", disable=not progress)
+    for step in bar:
+        name = phase_objective(objective, step, S)
+        if objective == "dsrl" and step == S and ref is not None:
+            ref.load_state_dict(model.state_dict())  # policy reincarnation: re-anchor the KL reference
+        lr = hp["warmup_lr"] if objective in ("dsrl", "nsr-rl-warmup") and step < S else hp["lr"]
+        for g in opt.param_groups:
+            g["lr"] = lr
+        t0 = time.time()
+        problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
+        model.eval()
+        ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
+                      generator=gen)
+        r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
+        t1 = time.time()
+        model.train()
+        loss, st = objective_loss(name, model, ro, r, G, hp, ref)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+        if finite:
+            opt.step()
+            bad_in_a_row = 0
+        else:  # a blown-up step (NSR can push log-probs to -inf): skip it, count it, stop if it repeats
+            opt.zero_grad(set_to_none=True)
+            bad_in_a_row += 1
+            if bad_in_a_row >= 3:
+                raise RuntimeError(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step}; "
+                                   f"lower the learning rate (now {lr})")
+        rec = {"step": step + 1, "objective": name, "lr": lr, "loss": float(loss), "grad_norm": float(gnorm),
+               "skipped": not finite, **rollout_stats(ro, r, G), **st,
+               "t_sample": t1 - t0, "t_learn": time.time() - t1}
+        if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps:
+            evals.append(run_eval(step + 1))
+            rec["eval"] = evals[-1]
+            bar.write(f"step {step + 1} ({name}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
+                      f"wait {evals[-1]['wait_share']:.3f}, length {evals[-1]['length']:.1f}")
+        history.append(rec)
+        if log:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        bar.set_postfix(reward=f"{rec['reward']:.2f}", len=f"{rec['length']:.0f}", gn=f"{rec['grad_norm']:.2f}")
+    if log:
+        log.close()
+    save_checkpoint(out_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "config": asdict(model.config), "preset": preset, "step": steps,
+                               "phase": phase_objective(objective, steps - 1, S), "objective": objective,
+                               "warmup_steps": S, "hp": hp, "rng": rng_state(), "seed": seed})
+    return model, history, evals
+
+
+def check_rl_args(a, preset):
+    """Validate RL flags up front; UserError names the bad value."""
+    hp = RL[preset]
+    G = a.group or hp["group"]
+    steps = a.steps or hp["steps"]
+    if a.objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {a.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    if G < 2 and a.objective not in ("psr", "nsr", "w-reinforce"):
+        raise UserError(f"--group {G}: group-baseline objectives need at least 2 samples per prompt")
+    if G < 1 or (a.batch_prompts is not None and a.batch_prompts < 1):
+        raise UserError(f"--group and --batch-prompts must be positive, got {G} and {a.batch_prompts}")
+    if a.warmup_steps is not None and not 0 <= a.warmup_steps <= steps:
+        raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
+    for name in ("lr", "warmup_lr"):
+        v = getattr(a, name)
+        if v is not None and not v > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=None, help="tiny, cpu or gpu (default: gpu on cuda/mps, else cpu)")
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     ap.add_argument("--out", default="out", help="output folder; checkpoints go to OUT/<preset>/")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="pre-training steps (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None, help="pre-training or RL steps (default: the preset's)")
+    rl = ap.add_argument_group("RL (given --objective)")
+    rl.add_argument("--objective", default=None, help=f"one of: {', '.join(OBJECTIVES)}")
+    rl.add_argument("--init", default=None, help="checkpoint to start RL from (default OUT/<preset>/base.pt)")
+    rl.add_argument("--warmup-steps", type=int, default=None,
+                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
+    rl.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    rl.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
+    rl.add_argument("--batch-prompts", type=int, default=None, help="B: prompts per step")
+    rl.add_argument("--group", type=int, default=None, help="G: samples per prompt")
+    rl.add_argument("--agg", default="token-mean", choices=("token-mean", "seq-mean-token-mean",
+                                                             "seq-mean-token-sum-norm"))
+    rl.add_argument("--eps-high", type=float, default=0.2, help="PPO clip upper epsilon (0.28: clip-higher)")
+    rl.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial model (0: off, the paper)")
+    rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     preset = args.preset or default_preset(device)
@@ -136,14 +327,27 @@ def main(argv=None):
             raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
         if args.steps is not None and args.steps <= 0:
             raise UserError(f"--steps must be positive, got {args.steps}")
+        if args.objective is not None:
+            check_rl_args(args, preset)
+            init = args.init or os.path.join(args.out, preset, "base.pt")
+            load_checkpoint(init)  # fail now, with one line, if it is missing or corrupt
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed, steps=args.steps)
-    print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
-    print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
-    for p, text, r in samples[:6]:
-        print(describe(p, text, r))
+    if args.objective is None:
+        path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed, steps=args.steps)
+        print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
+        print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
+        for p, text, r in samples[:6]:
+            print(describe(p, text, r))
+        return
+    out = os.path.join(args.out, preset, f"{args.objective}.pt")
+    _, history, evals = rl_train(init, args.objective, out, device, seed=args.seed, preset=preset, steps=args.steps,
+                                 warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", lr=args.lr,
+                                 warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts, group=args.group,
+                                 agg=args.agg, eps_high=args.eps_high, kl_coef=args.kl_coef,
+                                 prerl_advantage=args.prerl_advantage)
+    print(f"wrote {out}; held-out pass@1 {evals[0]['pass@1']:.3f} -> {evals[-1]['pass@1']:.3f}")
 
 
 if __name__ == "__main__":

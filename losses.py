@@ -1,0 +1,205 @@
+"""
+Every objective of the paper, each a pure function of tensors returning (loss, stats).
+
+Design choices, stated up front (paper-digest.md sections 1-4 give the sources):
+1) Rollouts always come from pi(.|x), B prompts x G samples at temperature 1; rewards r are 0 or 1.
+2) One optimizer step per rollout batch, so the PPO ratio pi/pi_old is exactly 1 when the gradient is
+   taken and clipping never fires: GRPO here is REINFORCE with a group baseline. We still write the ratio
+   and the clip, as the official code (verl) does, so that a student can add PPO epochs and see it act.
+3) Two spaces. Post-train space scores y after the prompt: log P(y|x). Pre-train space (PreRL) scores y
+   after a single <|bos|> with positions from 0: log P(y). The end token is part of y in both.
+4) Advantages. GRPO: (r - mean) / (std + 1e-6) per group (torch.std, unbiased). PreRL: r - mean, no std
+   (the official script sets pretrain_norm_adv_by_std=False). Groups whose rewards are all equal get 0.
+5) Sample selection (NSR-PreRL / PSR-PreRL) multiplies the token mask, so the token-mean denominator counts
+   only the kept samples' tokens, as in the official code.
+6) Aggregation is token-mean by default (the paper's setting); seq-mean-token-mean and Dr. GRPO's
+   seq-mean-token-sum-norm are one switch away.
+7) No KL and no entropy bonus by default (the paper's scripts); k3 KL to a reference model is an option.
+Shapes: N = B*G responses, T = response length. logp, mask: (N, T); rewards: (N,).
+"""
+import torch
+from torch.nn import functional as F
+
+from reward import BOS_ID
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+# -----------------------------------------------------------------------------
+# log-probabilities in the two spaces
+
+def token_logprobs(model, context, response, pad=None):
+    """log pi(y_t | context, y_<t) for every response token, and the entropy (nats) of that distribution.
+    context (N, Tc) token ids, left-padded by `pad` (N,) when rows differ in length; response (N, T).
+    Returns (logp (N, T), entropy (N, T)); values after the end token are junk and must be masked."""
+    idx = torch.cat([context, response], 1)[:, :-1]               # (N, Tc + T - 1)
+    logits = model(idx, pad=pad)[:, context.size(1) - 1:].float()  # (N, T, V): the positions that predict y
+    logp_all = F.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, response.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def conditional_logprobs(model, rollout):
+    """Post-train space: log P(y_t | x, y_<t), the prompt in context (standard RLVR)."""
+    return token_logprobs(model, rollout.prompt, rollout.response, rollout.pad)
+
+
+def pretrain_logprobs(model, response):
+    """Pre-train space (paper section 2; official code: prompt and chat template replaced by one special
+    token, positions restarting at 0): log P(y_t | <|bos|>, y_<t)."""
+    bos = torch.full((response.size(0), 1), BOS_ID, dtype=response.dtype, device=response.device)
+    return token_logprobs(model, bos, response)
+
+
+# -----------------------------------------------------------------------------
+# advantages and aggregation
+
+def group_advantages(rewards, G, normalize_std=True, eps=1e-6):
+    """Group-relative advantages, one per response (rows b*G .. b*G+G-1 share a prompt).
+    normalize_std=True: GRPO, (r - mean) / (std + eps).  False: PreRL / Dr. GRPO, r - mean."""
+    r = rewards.float().view(-1, G)
+    a = r - r.mean(1, keepdim=True)
+    if normalize_std:
+        a = a / (r.std(1, keepdim=True) + eps)
+    return a.view(-1)
+
+
+def aggregate(per_token, mask, mode="token-mean"):
+    """Reduce a (N, T) per-token loss over the tokens where mask is true.
+    token-mean:              sum over all kept tokens / number of kept tokens (long answers weigh more)
+    seq-mean-token-mean:     mean over kept sequences of each sequence's token mean
+    seq-mean-token-sum-norm: mean over kept sequences of token sum / T (Dr. GRPO: a constant, not |y|)"""
+    m = mask.float()
+    if mode == "token-mean":
+        return (per_token * m).sum() / m.sum().clamp(min=1)
+    kept = (m.sum(1) > 0).float()  # sequences with at least one kept token
+    if mode == "seq-mean-token-mean":
+        per_seq = (per_token * m).sum(1) / m.sum(1).clamp(min=1)
+    elif mode == "seq-mean-token-sum-norm":
+        per_seq = (per_token * m).sum(1) / mask.size(1)
+    else:
+        raise ValueError(f"unknown aggregation {mode!r}: choose from {AGGREGATIONS}")
+    return (per_seq * kept).sum() / kept.sum().clamp(min=1)
+
+
+def kl_k3(logp, ref_logp):
+    """Per-token k3 estimator of KL(pi || pi_ref) (Schulman): exp(d) - d - 1 with d = ref - logp; >= 0."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+# -----------------------------------------------------------------------------
+# the policy-gradient core shared by every objective
+
+def ppo_clip_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, dual_clip=10.0, agg="token-mean"):
+    """The PPO-clip ('vanilla' in verl) policy loss on per-sequence advantages:
+        max(-A * rho, -A * clip(rho, 1 - eps_low, 1 + eps_high)), capped at -A * dual_clip when A < 0,
+    with rho = exp(logp - old_logp). With old_logp = logp.detach() the value is -A and the gradient
+    is -A * grad log pi: REINFORCE."""
+    A = advantages[:, None]                                   # (N, 1)
+    ratio = torch.exp(logp - old_logp)                        # (N, T)
+    pg = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
+    pg = torch.where(A < 0, torch.minimum(pg, -A * dual_clip), pg)
+    loss = aggregate(pg, mask, agg)
+    with torch.no_grad():
+        m = mask.float()
+        clipped = ((ratio < 1 - eps_low) | (ratio > 1 + eps_high)).float()
+        stats = {"clipfrac": float((clipped * m).sum() / m.sum().clamp(min=1)),
+                 "samples": int((m.sum(1) > 0).sum()), "tokens": int(m.sum())}
+    return loss, stats
+
+
+# -----------------------------------------------------------------------------
+# the objectives
+
+def grpo_loss(logp, old_logp, rewards, mask, G, eps_low=0.2, eps_high=0.2, agg="token-mean",
+              ref_logp=None, kl_coef=0.0):
+    """GRPO in post-train space (paper section 3, standard RLVR). logp = log P(y_t|x, y_<t).
+    A_i = (r_i - mean_g r) / (std_g r + 1e-6); PPO-clip on the ratio; optional k3 KL to ref_logp.
+    eps_high=0.28 is the 'clip-higher' setting of the paper's GRPO baseline script."""
+    adv = group_advantages(rewards, G, normalize_std=True)
+    loss, stats = ppo_clip_loss(logp, old_logp, adv, mask, eps_low, eps_high, agg=agg)
+    if ref_logp is not None and kl_coef > 0:
+        kl = aggregate(kl_k3(logp, ref_logp), mask, agg)
+        loss = loss + kl_coef * kl
+        stats["kl"] = float(kl)
+    return loss, stats
+
+
+def prerl_loss(logp_pre, rewards, mask, G, select="all", advantage="r-mean", agg="token-mean"):
+    """PreRL: the same reward-driven update on log P(y) (paper section 2, eq. for grad J_PreRL).
+    logp_pre = log P(y_t | <|bos|>, y_<t) from pretrain_logprobs.
+    advantage: 'r-mean' is the official A = r - mean_g r (all-right and all-wrong groups give 0, and a wrong
+      sample gets -p_g, the group's success rate); '+-1' is Zhu et al.'s +1 / -1 (the unused
+      nsr_pretrain_first path of the official code), which also pushes down all-wrong groups.
+    select: 'all' (PreRL), 'negative' (NSR-PreRL: A < 0 only), 'positive' (PSR-PreRL: A > 0 only)."""
+    if advantage == "r-mean":
+        adv = group_advantages(rewards, G, normalize_std=False)
+    elif advantage == "+-1":
+        adv = rewards.float() * 2 - 1
+    else:
+        raise ValueError(f"unknown PreRL advantage {advantage!r}: 'r-mean' or '+-1'")
+    keep = {"all": torch.ones_like(adv, dtype=torch.bool), "negative": adv < 0, "positive": adv > 0}[select]
+    return ppo_clip_loss(logp_pre, logp_pre.detach(), adv, mask & keep[:, None], agg=agg)
+
+
+def nsr_rl_loss(logp, rewards, mask, G, agg="token-mean"):
+    """NSR-RL, the paper's conditional-space control: GRPO's std-normalized advantage on P(y|x), negative
+    samples only (official flags positive_rl=False, negative_rl=True). Used by the nsr-rl-warmup ablation."""
+    adv = group_advantages(rewards, G, normalize_std=True)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (adv < 0)[:, None], agg=agg)
+
+
+def psr_loss(logp, rewards, mask, agg="token-mean"):
+    """Zhu et al. 2025 PSR: +1 on every correct sample, nothing else (no baseline): raises log P(y|x)."""
+    adv = torch.ones_like(rewards, dtype=torch.float)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards > 0)[:, None], agg=agg)
+
+
+def nsr_loss(logp, rewards, mask, agg="token-mean"):
+    """Zhu et al. 2025 NSR: -1 on every incorrect sample, all-wrong groups included: lowers log P(y|x)."""
+    adv = -torch.ones_like(rewards, dtype=torch.float)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards <= 0)[:, None], agg=agg)
+
+
+def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean"):
+    """Zhu et al. 2025 W-REINFORCE: lam * PSR + NSR, i.e. A = lam on correct samples, -1 on incorrect."""
+    adv = torch.where(rewards > 0, lam, -1.0).float()
+    return ppo_clip_loss(logp, logp.detach(), adv, mask, agg=agg)
+
+
+# -----------------------------------------------------------------------------
+# gradient alignment between the two spaces (paper section 3.1: shared parameter influence)
+
+def flat_grad(model, scalar):
+    """d scalar / d parameters, flattened into one vector (zeros for parameters it does not touch)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(scalar, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+def gradient_alignment(model, rollout, max_samples=256):
+    """Per sampled response i: g_c = grad log P(y_i|x), g_m = grad log P(y_i), over all parameters.
+    First-order Taylor: a PreRL step eta * R * g_m changes log P(y|x) by eta * R * <g_m, g_c>, so a positive
+    inner product means the pre-train-space update moves the post-train-space likelihood the same way.
+    Returns (stats, per_sample) with inner product mean/min/max, share negative, mean cosine."""
+    n = min(max_samples, rollout.response.size(0))
+    inner, cos = [], []
+    for i in range(n):
+        m = rollout.mask[i:i + 1]
+        lc, _ = token_logprobs(model, rollout.prompt[i:i + 1], rollout.response[i:i + 1], rollout.pad[i:i + 1])
+        lm, _ = pretrain_logprobs(model, rollout.response[i:i + 1])
+        gc = flat_grad(model, (lc * m).sum())
+        gm = flat_grad(model, (lm * m).sum())
+        inner.append(float(gc @ gm))
+        cos.append(float(F.cosine_similarity(gc, gm, dim=0)))
+    t, c = torch.tensor(inner), torch.tensor(cos)
+    stats = {"n": n, "inner_mean": float(t.mean()), "inner_min": float(t.min()), "inner_max": float(t.max()),
+             "inner_negative_share": float((t < 0).float().mean()), "cosine_mean": float(c.mean())}
+    return stats, {"inner": inner, "cosine": cos}
+
+
+def logprob_gap(logp_cond, logp_pre, mask):
+    """Per token |log P(y_t|x, y_<t) - log P(y_t|y_<t)| (N, T), zero where masked: where the spaces differ."""
+    return (logp_cond - logp_pre).abs() * mask.float()
