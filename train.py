@@ -133,7 +133,7 @@ OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinfo
 RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share all of them
     "tiny": dict(steps=4, batch_prompts=4, group=4, lr=1e-3, warmup_lr=1e-3, max_new_tokens=48,
                  eval_every=2, eval_problems=16, eval_samples=4),
-    "cpu": dict(steps=60, batch_prompts=32, group=8, lr=2e-4, warmup_lr=2e-5, max_new_tokens=96,
+    "cpu": dict(steps=80, batch_prompts=32, group=8, lr=1e-4, warmup_lr=5e-5, max_new_tokens=96,
                 eval_every=20, eval_problems=200, eval_samples=8),
     "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
                 eval_every=25, eval_problems=400, eval_samples=8),
@@ -219,6 +219,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
     test = make_split("test", hp["eval_problems"])
     history, bad_in_a_row = [], 0
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     log = open(log_path, "w") if log_path else None
     train_cfg = SPLITS["train"][0]
 
@@ -259,8 +260,9 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
                                    f"lower the learning rate (now {lr})")
         rec = {"step": step + 1, "objective": name, "lr": lr, "loss": float(loss), "grad_norm": float(gnorm),
                "skipped": not finite, **rollout_stats(ro, r, G), **st,
-               "t_sample": t1 - t0, "t_learn": time.time() - t1}
-        if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps:
+               "t_sample": t1 - t0, "t_learn": time.time() - t1}  # measured before any evaluation
+        switch = objective in ("dsrl", "nsr-rl-warmup") and step + 1 == S  # right after the NSR phase
+        if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
             evals.append(run_eval(step + 1))
             rec["eval"] = evals[-1]
             bar.write(f"step {step + 1} ({name}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
