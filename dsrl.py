@@ -19,7 +19,7 @@ import time
 from model import PRESETS, load_checkpoint, model_from_checkpoint
 from reward import MARKERS, UserError, make_split
 from sample import evaluate, pick_device
-from train import OBJECTIVES, RL, check_rl_args, default_preset, pretrain, rl_train
+from train import OBJECTIVES, RL, Diverged, check_rl_args, default_preset, pretrain, rl_train
 
 
 def final_eval(model, preset, n, seed):
@@ -90,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
     ap.add_argument("--eval-samples", type=int, default=16, help="samples per problem in the final evaluation")
     ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
+    ap.add_argument("--resume", action="store_true", help="continue interrupted pre-training / RL runs")
     args = ap.parse_args(argv)
     t_start = time.time()
     device = pick_device(args.device)
@@ -101,7 +102,7 @@ def main(argv=None):
             raise UserError(f"--steps must be positive, got {args.steps}")
         if args.eval_samples < 1:
             raise UserError(f"--eval-samples must be positive, got {args.eval_samples}")
-        args.lr = args.batch_prompts = args.group = None
+        args.lr = args.batch_prompts = args.group = args.temperature = None
         check_rl_args(args, preset)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -113,18 +114,25 @@ def main(argv=None):
     print(f"dsrl: preset {preset}, device {device}, {steps} RL steps, S = {S}, seed {args.seed}")
 
     base_path = os.path.join(out_dir, "base.pt")
-    if args.retrain or not os.path.exists(base_path) or load_checkpoint(base_path).get("preset") != preset:
-        pretrain(preset, out_dir, device, seed=args.seed)
-    else:
-        print(f"reusing {base_path} (--retrain to pre-train again)")
-    t_base = time.time()
-
-    names = ["grpo", args.objective] if args.objective != "grpo" else ["grpo"]
-    curves, models, history = {}, {}, {}
-    for name in names:
-        models[name], history[name], curves[name] = rl_train(
-            base_path, name, os.path.join(out_dir, f"{name}.pt"), device, seed=args.seed, preset=preset,
-            steps=steps, warmup_steps=S, warmup_lr=args.warmup_lr, log_path=os.path.join(out_dir, f"{name}.jsonl"))
+    try:
+        base = load_checkpoint(base_path) if os.path.exists(base_path) else None
+        if args.retrain or base is None or base.get("preset") != preset or not (base.get("done", True) or args.resume):
+            pretrain(preset, out_dir, device, seed=args.seed)
+        elif not base.get("done", True):
+            pretrain(preset, out_dir, device, seed=args.seed, resume=True)
+        else:
+            print(f"reusing {base_path} (--retrain to pre-train again)")
+        t_base = time.time()
+        names = ["grpo", args.objective] if args.objective != "grpo" else ["grpo"]
+        curves, models, history = {}, {}, {}
+        for name in names:
+            models[name], history[name], curves[name] = rl_train(
+                base_path, name, os.path.join(out_dir, f"{name}.pt"), device, seed=args.seed, preset=preset,
+                steps=steps, warmup_steps=S, warmup_lr=args.warmup_lr, resume=args.resume,
+                log_path=os.path.join(out_dir, f"{name}.jsonl"))
+    except (UserError, Diverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, UserError) else 1)
     t_rl = time.time()
 
     results = {"base": final_eval(model_from_checkpoint(load_checkpoint(base_path), device), preset,

@@ -229,7 +229,7 @@ def corpus_document(rng, cfg=CorpusConfig()):
 # -----------------------------------------------------------------------------
 # verifier and behaviour counters
 
-_ANSWER = re.compile(r"#(-?(?:0|[1-9][0-9]{0,8}))")  # ASCII digits, no '+', no leading zeros, <= 9 digits
+_ANSWER = re.compile(r"#(0|-?[1-9][0-9]{0,8})")  # ASCII digits, no '+', no leading zeros or -0, <= 9 digits
 
 
 def score(completion, answer):

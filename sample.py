@@ -191,26 +191,53 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def matmul_gflops(device, dtype=torch.float32, n=1024, reps=10):
+    """The machine's measured dense-matmul rate: the arithmetic ceiling for one decode step."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def peak_memory_mb(device):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
 def bench(args):
-    """tokens/s of naive recompute vs the KV-cached sampler on one model, same rows and lengths."""
+    """tokens/s of naive recompute vs the KV-cached sampler on one model, same rows and lengths, and the
+    FLOP floor of a decode step on this machine."""
     device = pick_device(args.device)
     torch.manual_seed(0)
     model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
-    prompts = [prompt_ids(p) for p in make_split("test", args.rows)]
-    print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.rows} rows x "
-          f"{args.new_tokens} new tokens, device {device}, {torch.get_num_threads()} threads")
-    tps = {}
-    for name, use_cache in (("naive recompute", False), ("kv cache", True)):
-        generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache)  # warm up
-        sync(device)
-        t = time.perf_counter()
-        ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache,
-                      generator=torch.Generator(device=device).manual_seed(0), check_every=10**9)
-        sync(device)
-        dt = time.perf_counter() - t
-        tps[name] = ro.response.numel() / dt
-        print(f"  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
-    print(f"  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x")
+    gflops = matmul_gflops(device)
+    print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
+          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s")
+    for rows in args.rows:
+        prompts = [prompt_ids(p) for p in make_split("test", rows)]
+        tps = {}
+        for name, use_cache in (("naive recompute", False), ("kv cache", True)):
+            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache)  # warm up
+            sync(device)
+            t = time.perf_counter()
+            ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache,
+                          generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
+            sync(device)
+            dt = time.perf_counter() - t
+            tps[name] = ro.response.numel() / dt
+            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
+        floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
+        step_ms = rows / tps["kv cache"] * 1e3
+        print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
+              f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor)")
+    print(f"  peak memory {peak_memory_mb(device):.0f} MB")
 
 
 def main(argv=None):
@@ -227,7 +254,7 @@ def main(argv=None):
     ap.add_argument("--show", type=int, default=6, help="samples to print")
     ap.add_argument("--bench", action="store_true", help="benchmark naive vs KV-cached sampling")
     ap.add_argument("--preset", default="cpu", help="model size for --bench")
-    ap.add_argument("--rows", type=int, default=256, help="rows for --bench")
+    ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="rows for --bench")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")
     args = ap.parse_args(argv)
     try:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -76,13 +77,16 @@ def lr_at(step, total, lr, warmup=100):
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
-def rng_state():
-    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+def rng_state(rng):
+    """Everything random a resumed run needs: our own Python generator and torch's global one."""
+    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
 
 
 def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_every=500, eval_problems=200,
-             eval_samples=8, progress=True):
-    """Pre-train a GPT of `preset` size and write out_dir/base.pt. Returns (path, eval metrics)."""
+             eval_samples=8, progress=True, resume=False, ckpt_every=512):
+    """Pre-train a GPT of `preset` size; checkpoint to out_dir/base.pt every `ckpt_every` steps (a multiple of
+    the 16-batch document pool, so a resumed run sees exactly the same batches) and at the end.
+    Returns (path, held-out metrics, samples)."""
     from tqdm import tqdm
     hp = TRAIN[preset]
     steps = steps or hp["pretrain_steps"]
@@ -91,12 +95,29 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     rng = random.Random(seed)
     model = GPT(PRESETS[preset]).to(device)
     opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
+    path = os.path.join(out_dir, "base.pt")
+    run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
+    start, minutes = 0, 0.0
+    if resume and os.path.exists(path):
+        ck = load_checkpoint(path, map_location=device)
+        if ck.get("run") != run:
+            raise UserError(f"cannot resume {path}: it was made with other settings (preset, steps, seed or corpus)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        rng.setstate(ck["rng"]["python"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        start, minutes = ck["step"], ck["minutes"]
     heldout_docs = corpus_batches(random.Random(10_000), corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
     batches = corpus_batches(rng, corpus, hp["batch_size"], device)
-    path = os.path.join(out_dir, "base.pt")
     t0 = time.time()
-    bar = tqdm(range(steps), desc=f"pretrain {preset}", disable=not progress)
+
+    def checkpoint(step):
+        save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
+                               "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
+                               "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed})
+
+    bar = tqdm(range(start, steps), desc=f"pretrain {preset}", disable=not progress, initial=start, total=steps)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, hp["lr"])
@@ -115,10 +136,11 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
             model.train()
             bar.write(f"step {step + 1}: train loss {loss.item():.4f}, held-out loss {hl:.4f}, "
                       f"{time.time() - t0:.0f}s")
-    minutes = (time.time() - t0) / 60
-    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "config": asdict(model.config), "preset": preset, "step": steps, "phase": "pretrain",
-                           "corpus": asdict(corpus), "rng": rng_state(), "seed": seed})
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            checkpoint(step + 1)  # the rng now stands at a pool boundary: the next batches are reproducible
+            if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step + 1):  # test hook: simulate kill -9
+                os.kill(os.getpid(), signal.SIGKILL)
+    minutes += (time.time() - t0) / 60
     m, samples = evaluate(model, make_split("test", eval_problems), n=eval_samples, seed=seed, progress=progress)
     m["pretrain_minutes"] = minutes
     with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
@@ -198,19 +220,27 @@ def rollout_stats(ro, r, G):
             **{f"{k}_share": sum(c[k] > 0 for c in counts) / len(counts) for k in MARKERS}}
 
 
+class Diverged(RuntimeError):
+    """Several non-finite steps in a row: the run stops with this one-line message."""
+
+
 def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None, warmup_steps=None,
-             progress=True, log_path=None, **overrides):
-    """Online RL from checkpoint `init` with `objective`; writes the final checkpoint to out_path.
-    overrides: any key of RL[preset] or agg / eps_high / kl_coef / lam / prerl_advantage.
-    Returns the history: a list of per-step dicts, evaluations under key 'eval'."""
+             progress=True, log_path=None, resume=False, ckpt_every=10, **overrides):
+    """Online RL from checkpoint `init` with `objective`; checkpoints to out_path every `ckpt_every` steps and
+    at the end. resume=True continues from out_path if it holds an unfinished run of the same settings (on
+    CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
+    kl_coef / lam / prerl_advantage. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
-    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean")
+    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
+              temperature=1.0)
     hp.update({k: v for k, v in overrides.items() if v is not None})
     steps = steps or hp["steps"]
     S = warmup_steps if warmup_steps is not None else max(1, round(0.05 * steps))  # official: 19 of 348
     G = hp["group"]
-    ck = load_checkpoint(init)
-    model = model_from_checkpoint(ck, device)
+    model = model_from_checkpoint(load_checkpoint(init), device)
+    if asdict(model.config) != asdict(PRESETS[preset]):
+        raise UserError(f"checkpoint {init} is a {model.config.n_layer}x{model.config.n_embd} model, "
+                        f"not the {preset} preset's {PRESETS[preset].n_layer}x{PRESETS[preset].n_embd}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -218,17 +248,42 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     opt = model.configure_optimizers(hp["lr"], weight_decay=0.0, betas=(0.9, 0.999), device_type=device.split(":")[0])
     ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
     test = make_split("test", hp["eval_problems"])
-    history, bad_in_a_row = [], 0
+    run = {"init": os.path.abspath(init), "objective": objective, "steps": steps, "warmup_steps": S, "hp": hp,
+           "seed": seed, "preset": preset}
+    history, evals, start, bad_in_a_row = [], [], 0, 0
+    if resume and os.path.exists(out_path):
+        ck = load_checkpoint(out_path, map_location=device)
+        if ck.get("run") != run:
+            raise UserError(f"cannot resume {out_path}: it was made with other settings or another base model")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if ref is not None:
+            ref.load_state_dict(ck["ref"])
+        rng.setstate(ck["rng"]["python"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        gen.set_state(ck["rng"]["sampler"].to(gen.device) if gen.device.type != "cpu" else ck["rng"]["sampler"])
+        history, evals, start, bad_in_a_row = ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     log = open(log_path, "w") if log_path else None
+    for rec in history if log else ():  # a resumed run rewrites its log up to the checkpoint
+        log.write(json.dumps(rec) + "\n")
     train_cfg = SPLITS["train"][0]
 
     def run_eval(step):
         m, _ = evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"], seed=seed + 1)
         return {"step": step, **m}
 
-    evals = [run_eval(0)]
-    bar = tqdm(range(steps), desc=f"{objective} {preset}", disable=not progress)
+    def checkpoint(step):
+        save_checkpoint(out_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
+            "preset": preset, "step": step, "done": step == steps, "phase": phase_objective(objective, step - 1, S),
+            "run": run, "history": history, "evals": evals, "bad_in_a_row": bad_in_a_row,
+            "rng": {**rng_state(rng), "sampler": gen.get_state().cpu()},
+            **({"ref": ref.state_dict()} if ref is not None else {})})
+
+    if not evals:
+        evals.append(run_eval(0))
+    bar = tqdm(range(start, steps), desc=f"{objective} {preset}", disable=not progress, initial=start, total=steps)
     for step in bar:
         name = phase_objective(objective, step, S)
         if objective == "dsrl" and step == S and ref is not None:
@@ -240,7 +295,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
         model.eval()
         ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
-                      generator=gen)
+                      temperature=hp["temperature"], generator=gen)
         r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
         t1 = time.time()
         model.train()
@@ -256,10 +311,11 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
             opt.zero_grad(set_to_none=True)
             bad_in_a_row += 1
             if bad_in_a_row >= 3:
-                raise RuntimeError(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step}; "
-                                   f"lower the learning rate (now {lr})")
-        rec = {"step": step + 1, "objective": name, "lr": lr, "loss": float(loss), "grad_norm": float(gnorm),
-               "skipped": not finite, **rollout_stats(ro, r, G), **st,
+                raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
+                               f"(lr {lr}); lower the learning rate")
+        rec = {"step": step + 1, "objective": name, "lr": lr, "loss": loss.item(), "grad_norm": float(gnorm),
+               "skipped": not finite, "skipped_total": sum(h["skipped"] for h in history) + (not finite),
+               **rollout_stats(ro, r, G), **st,
                "t_sample": t1 - t0, "t_learn": time.time() - t1}  # measured before any evaluation
         switch = objective in ("dsrl", "nsr-rl-warmup") and step + 1 == S  # right after the NSR phase
         if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
@@ -272,13 +328,53 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
             log.write(json.dumps(rec) + "\n")
             log.flush()
         bar.set_postfix(reward=f"{rec['reward']:.2f}", len=f"{rec['length']:.0f}", gn=f"{rec['grad_norm']:.2f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            checkpoint(step + 1)
+            if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step + 1):  # test hook: simulate kill -9
+                os.kill(os.getpid(), signal.SIGKILL)
     if log:
         log.close()
-    save_checkpoint(out_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "config": asdict(model.config), "preset": preset, "step": steps,
-                               "phase": phase_objective(objective, steps - 1, S), "objective": objective,
-                               "warmup_steps": S, "hp": hp, "rng": rng_state(), "seed": seed})
     return model, history, evals
+
+
+def bench_rl_step(preset, device, reps=3, out="out"):
+    """Time one GRPO step of `preset`: sampling / log-prob passes / backward + optimizer step. Uses
+    OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights (every row runs to
+    max_new_tokens: the worst case)."""
+    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, temperature=1.0)
+    path = os.path.join(out, preset, "base.pt")
+    torch.manual_seed(0)
+    model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)
+    opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
+    rng, gen, G = random.Random(0), torch.Generator(device=device).manual_seed(0), hp["group"]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = []
+    for rep in range(reps + 1):  # the first step warms up
+        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
+        sync()
+        t0 = time.perf_counter()
+        model.eval()
+        ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"], generator=gen)
+        r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
+        sync()
+        t1 = time.perf_counter()
+        model.train()
+        loss, _ = objective_loss("grpo", model, ro, r, G, hp)
+        sync()
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        t3 = time.perf_counter()
+        if rep:
+            times.append((t1 - t0, t2 - t1, t3 - t2, int(ro.mask.sum()) + ro.prompt.numel()))
+    s, lp, bw, tok = (sum(x[i] for x in times) / reps for i in range(4))
+    total = s + lp + bw
+    print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {hp['batch_prompts']}x{G} rows): "
+          f"step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%) + log-prob passes {lp:.2f} s "
+          f"({100 * lp / total:.0f}%) + backward/step {bw:.2f} s ({100 * bw / total:.0f}%); "
+          f"training {tok / (lp + bw):.0f} tokens/s")
 
 
 def check_rl_args(a, preset):
@@ -294,8 +390,8 @@ def check_rl_args(a, preset):
         raise UserError(f"--group and --batch-prompts must be positive, got {G} and {a.batch_prompts}")
     if a.warmup_steps is not None and not 0 <= a.warmup_steps <= steps:
         raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
-    for name in ("lr", "warmup_lr"):
-        v = getattr(a, name)
+    for name in ("lr", "warmup_lr", "temperature"):
+        v = getattr(a, name, None)
         if v is not None and not v > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
 
@@ -321,14 +417,26 @@ def main(argv=None):
     rl.add_argument("--eps-high", type=float, default=0.2, help="PPO clip upper epsilon (0.28: clip-higher)")
     rl.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial model (0: off, the paper)")
     rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
+    rl.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (the paper: 1.0)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    ap.add_argument("--bench", action="store_true", help="time one RL step of the cpu and gpu presets and exit")
+    ap.add_argument("--ckpt-every", type=int, default=None,
+                    help="checkpoint interval in steps (default: 512 for pre-training, 10 for RL)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     preset = args.preset or default_preset(device)
+    if args.bench:
+        print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
+        for p in ([args.preset] if args.preset else ["cpu", "gpu"]):
+            bench_rl_step(p, device, out=args.out)
+        return
     try:
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
         if args.steps is not None and args.steps <= 0:
             raise UserError(f"--steps must be positive, got {args.steps}")
+        if args.ckpt_every is not None and (args.ckpt_every <= 0 or (args.objective is None and args.ckpt_every % 16)):
+            raise UserError(f"--ckpt-every {args.ckpt_every}: must be positive (a multiple of 16 for pre-training)")
         if args.objective is not None:
             check_rl_args(args, preset)
             init = args.init or os.path.join(args.out, preset, "base.pt")
@@ -336,19 +444,29 @@ def main(argv=None):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if args.objective is None:
-        path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed, steps=args.steps)
-        print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
-        print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
-        for p, text, r in samples[:6]:
-            print(describe(p, text, r))
-        return
-    out = os.path.join(args.out, preset, f"{args.objective}.pt")
-    _, history, evals = rl_train(init, args.objective, out, device, seed=args.seed, preset=preset, steps=args.steps,
-                                 warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", lr=args.lr,
-                                 warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts, group=args.group,
-                                 agg=args.agg, eps_high=args.eps_high, kl_coef=args.kl_coef,
-                                 prerl_advantage=args.prerl_advantage)
+    try:
+        if args.objective is None:
+            path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed,
+                                        steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512)
+            print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
+            print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
+            for p, text, r in samples[:6]:
+                print(describe(p, text, r))
+            return
+        out = os.path.join(args.out, preset, f"{args.objective}.pt")
+        _, history, evals = rl_train(
+            init, args.objective, out, device, seed=args.seed, preset=preset, steps=args.steps,
+            warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", resume=args.resume,
+            ckpt_every=args.ckpt_every or 10, lr=args.lr,
+            warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts, group=args.group, agg=args.agg,
+            eps_high=args.eps_high, kl_coef=args.kl_coef, prerl_advantage=args.prerl_advantage,
+            temperature=args.temperature)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"wrote {out}; held-out pass@1 {evals[0]['pass@1']:.3f} -> {evals[-1]['pass@1']:.3f}")
 
 

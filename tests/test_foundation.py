@@ -110,8 +110,9 @@ def test_markers_and_reflection_stats():
 def test_splits_are_deterministic_and_ood_is_harder():
     assert R.make_split("test", 20) == R.make_split("test", 20)
     assert R.make_split("test", 50) != R.make_split("train", 50)
-    ood = R.make_split("ood", 50)
-    assert all(len(R.parse_question(p.question)[1]) == 4 for p in ood)
+    ood = R.make_split("ood", 200)
+    biggest = lambda ps: max(max(R.parse_question(p.question)[0]) for p in ps)
+    assert biggest(R.make_split("test", 200)) <= 99 < biggest(ood) <= 149
 
 
 # --- model: KV cache and padding ---------------------------------------------------------------------------
