@@ -47,12 +47,17 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.pad = pad
         self.t = 0
+        # a decode step's additive attention bias, built once: 0 on real keys, -inf on left padding
+        k_pos = torch.arange(max_len, device=device)
+        self.bias = torch.zeros(batch, 1, 1, max_len, device=device, dtype=dtype).masked_fill(
+            (k_pos[None, :] < pad[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, max_len)
 
     def expand(self, g):
         """Repeat every row g times (B -> B*g): prefill a prompt once, then sample G answers from it."""
         self.k = self.k.repeat_interleave(g, dim=1)
         self.v = self.v.repeat_interleave(g, dim=1)
         self.pad = self.pad.repeat_interleave(g)
+        self.bias = self.bias.repeat_interleave(g, dim=0)
 
 
 class CausalSelfAttention(nn.Module):
@@ -153,10 +158,12 @@ class GPT(nn.Module):
         if cache is not None:
             pad = cache.pad
         assert t0 + T <= self.config.block_size, f"sequence of {t0 + T} > block_size {self.config.block_size}"
-        q_pos = torch.arange(t0, t0 + T, device=idx.device)  # absolute positions of the queries (T,)
-        if pad is None:  # (a cache always carries a pad tensor, so this is the uncached path)
-            pos, mask = q_pos, None
+        if cache is not None and T == 1:  # a decode step: one real query that may see every real key
+            pos, mask = (t0 - pad)[:, None], cache.bias[:, :, :, :t0 + 1]             # (B, 1), (B, 1, 1, Tk)
+        elif pad is None:  # (a cache always carries a pad tensor, so this is the uncached path)
+            pos, mask = torch.arange(T, device=idx.device), None
         else:
+            q_pos = torch.arange(t0, t0 + T, device=idx.device)  # absolute positions of the queries (T,)
             pos = (q_pos[None, :] - pad[:, None]).clamp(min=0)  # (B, T): row positions start at 0
             k_pos = torch.arange(t0 + T, device=idx.device)
             causal = k_pos[None, None, :] <= q_pos[None, :, None]                     # (1, T, Tk)

@@ -151,6 +151,13 @@ def test_sampling_is_reproducible_with_a_seed(tiny):
     assert not torch.equal(a.response[:, :5], c.response[:, :5])
 
 
+def test_pad_and_bos_are_never_sampled(tiny):
+    ro = S.generate(tiny, prompts(8), G=8, max_new_tokens=40, generator=torch.Generator().manual_seed(3))
+    assert not (ro.response == R.BOS_ID).any()
+    # a pad token is only ever written after the end token: each row's mask is a prefix, with no holes
+    assert (ro.mask[:, 1:] <= ro.mask[:, :-1]).all()
+
+
 def test_each_row_of_a_group_draws_its_own_first_token(tiny):
     # An untrained model is near-uniform over 259 tokens: 16 rows sharing one first token would be a bug
     # (the nanochat bug: the first token sampled once per prompt and broadcast to the group).
