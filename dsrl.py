@@ -10,16 +10,15 @@ Dual Space RL on your machine, end to end:
 3) evaluate base, GRPO and DSRL on the held-out and OOD splits (pass@k, markers, length);
 4) write out/<preset>/results.json, results.md and PNG figures.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
-from model import PRESETS, load_checkpoint, model_from_checkpoint
-from reward import MARKERS, UserError, make_split
-from sample import evaluate, pick_device
-from train import OBJECTIVES, RL, Diverged, check_rl_args, default_preset, pretrain, rl_train
+from model import load_checkpoint, model_from_checkpoint
+from reward import MARKERS, UserError, fail, make_split
+from sample import evaluate
+from train import OBJECTIVES, RL, Diverged, check_rl_args, common_args, device_and_preset, pretrain, rl_train
 
 
 def final_eval(model, preset, n, seed):
@@ -79,34 +78,20 @@ def figures(out_dir, curves, results, warmup_steps, names):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default=None, help="tiny, cpu or gpu (default: gpu on cuda/mps, else cpu)")
-    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    ap.add_argument("--out", default="out", help="output folder (results in OUT/<preset>/)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the preset's)")
-    ap.add_argument("--warmup-steps", type=int, default=None, help="S, NSR-PreRL steps of DSRL (default 5%% of steps)")
-    ap.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR-PreRL phase")
+    ap = common_args(__doc__, "RL steps per run (default: the preset's)")
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
     ap.add_argument("--eval-samples", type=int, default=16, help="samples per problem in the final evaluation")
     ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
-    ap.add_argument("--resume", action="store_true", help="continue interrupted pre-training / RL runs")
     args = ap.parse_args(argv)
     t_start = time.time()
-    device = pick_device(args.device)
-    preset = args.preset or default_preset(device)
     try:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
-        if args.steps is not None and args.steps <= 0:
-            raise UserError(f"--steps must be positive, got {args.steps}")
+        device, preset = device_and_preset(args)
         if args.eval_samples < 1:
             raise UserError(f"--eval-samples must be positive, got {args.eval_samples}")
         args.lr = args.batch_prompts = args.group = args.temperature = None
         check_rl_args(args, preset)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     out_dir = os.path.join(args.out, preset)
     os.makedirs(out_dir, exist_ok=True)
     steps = args.steps or RL[preset]["steps"]
@@ -131,8 +116,7 @@ def main(argv=None):
                 steps=steps, warmup_steps=S, warmup_lr=args.warmup_lr, resume=args.resume,
                 log_path=os.path.join(out_dir, f"{name}.jsonl"))
     except (UserError, Diverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, UserError) else 1)
+        fail(e, 2 if isinstance(e, UserError) else 1)
     t_rl = time.time()
 
     results = {"base": final_eval(model_from_checkpoint(load_checkpoint(base_path), device), preset,

@@ -23,12 +23,19 @@ The corpus (the "pre-training data") holds the behaviours the paper talks about,
 """
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 
 import tiktoken
 
 class UserError(ValueError):
     """Bad input from the user (a flag, a file, a question). Entry points print it as one line, exit 2."""
+
+
+def fail(e, code=2):
+    """What every entry point does with an error it expects: one line on stderr, then exit."""
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(code)
 
 
 # -----------------------------------------------------------------------------

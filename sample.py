@@ -13,15 +13,13 @@ How a group is sampled (GRPO needs G answers per prompt):
 import argparse
 import json
 import math
-import random
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
 from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
-from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, Problem, count_markers, decode, encode, make_split,
+from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, decode, encode, make_split,
                     reflection_stats, score, solve, MARKERS)
 
 
@@ -278,8 +276,7 @@ def main(argv=None):
         device = pick_device(args.device)
         model = model_from_checkpoint(load_checkpoint(args.ckpt), device)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     t = time.time()
     m, samples = evaluate(model, problems, n=args.n, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, seed=args.seed, progress=True)

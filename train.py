@@ -16,7 +16,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import asdict
 
@@ -26,7 +25,7 @@ from torch.nn import functional as F
 from losses import (conditional_logprobs, pretrain_logprobs, grpo_loss, prerl_loss, nsr_rl_loss, psr_loss,
                     nsr_loss, w_reinforce_loss)
 from model import PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint
-from reward import (BOS_ID, EOS_ID, PAD_ID, MARKERS, SPLITS, UserError, CorpusConfig, corpus_document, count_markers,
+from reward import (BOS_ID, EOS_ID, PAD_ID, MARKERS, SPLITS, UserError, fail, CorpusConfig, corpus_document, count_markers,
                     encode, make_problem, make_split)
 from sample import evaluate, generate, pick_device, describe, prompt_ids, rewards
 
@@ -77,6 +76,18 @@ def lr_at(step, total, lr, warmup=100):
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
+def restore(path, run, model, opt, rng, device):
+    """Load an interrupted run's checkpoint into model, optimizer and rng; UserError if its settings differ."""
+    ck = load_checkpoint(path, map_location=device)
+    if ck.get("run") != run:
+        raise UserError(f"cannot resume {path}: it was made with other settings or another base model")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    rng.setstate(ck["rng"]["python"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    return ck
+
+
 def rng_state(rng):
     """Everything random a resumed run needs: our own Python generator and torch's global one."""
     return {"python": rng.getstate(), "torch": torch.get_rng_state()}
@@ -99,13 +110,7 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
     start, minutes = 0, 0.0
     if resume and os.path.exists(path):
-        ck = load_checkpoint(path, map_location=device)
-        if ck.get("run") != run:
-            raise UserError(f"cannot resume {path}: it was made with other settings (preset, steps, seed or corpus)")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        rng.setstate(ck["rng"]["python"])
-        torch.set_rng_state(ck["rng"]["torch"])
+        ck = restore(path, run, model, opt, rng, device)
         start, minutes = ck["step"], ck["minutes"]
     heldout_docs = corpus_batches(random.Random(10_000), corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
@@ -252,15 +257,9 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
            "seed": seed, "preset": preset}
     history, evals, start, bad_in_a_row = [], [], 0, 0
     if resume and os.path.exists(out_path):
-        ck = load_checkpoint(out_path, map_location=device)
-        if ck.get("run") != run:
-            raise UserError(f"cannot resume {out_path}: it was made with other settings or another base model")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        ck = restore(out_path, run, model, opt, rng, device)
         if ref is not None:
             ref.load_state_dict(ck["ref"])
-        rng.setstate(ck["rng"]["python"])
-        torch.set_rng_state(ck["rng"]["torch"])
         gen.set_state(ck["rng"]["sampler"].to(gen.device) if gen.device.type != "cpu" else ck["rng"]["sampler"])
         history, evals, start, bad_in_a_row = ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -396,20 +395,38 @@ def check_rl_args(a, preset):
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_args(doc, steps_help):
+    """The flags train.py and dsrl.py share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=None, help="tiny, cpu or gpu (default: gpu on cuda/mps, else cpu)")
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    ap.add_argument("--out", default="out", help="output folder; checkpoints go to OUT/<preset>/")
+    ap.add_argument("--out", default="out", help="output folder; everything goes to OUT/<preset>/")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="pre-training or RL steps (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None, help=steps_help)
+    ap.add_argument("--warmup-steps", type=int, default=None,
+                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
+    ap.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    return ap
+
+
+def device_and_preset(args):
+    """Resolve --device and --preset and check the flags both scripts share; UserError names a bad one."""
+    device = pick_device(args.device)
+    preset = args.preset or default_preset(device)
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be positive, got {args.steps}")
+    return device, preset
+
+
+def main(argv=None):
+    ap = common_args(__doc__, "pre-training or RL steps (default: the preset's)")
     rl = ap.add_argument_group("RL (given --objective)")
     rl.add_argument("--objective", default=None, help=f"one of: {', '.join(OBJECTIVES)}")
     rl.add_argument("--init", default=None, help="checkpoint to start RL from (default OUT/<preset>/base.pt)")
-    rl.add_argument("--warmup-steps", type=int, default=None,
-                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
     rl.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    rl.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
     rl.add_argument("--batch-prompts", type=int, default=None, help="B: prompts per step")
     rl.add_argument("--group", type=int, default=None, help="G: samples per prompt")
     rl.add_argument("--agg", default="token-mean", choices=("token-mean", "seq-mean-token-mean",
@@ -418,33 +435,19 @@ def main(argv=None):
     rl.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial model (0: off, the paper)")
     rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
     rl.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (the paper: 1.0)")
-    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     ap.add_argument("--bench", action="store_true", help="time one RL step of the cpu and gpu presets and exit")
     ap.add_argument("--ckpt-every", type=int, default=None,
                     help="checkpoint interval in steps (default: 512 for pre-training, 10 for RL)")
     args = ap.parse_args(argv)
-    device = pick_device(args.device)
-    preset = args.preset or default_preset(device)
-    if args.bench:
-        print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
-        for p in ([args.preset] if args.preset else ["cpu", "gpu"]):
-            bench_rl_step(p, device, out=args.out)
-        return
     try:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
-        if args.steps is not None and args.steps <= 0:
-            raise UserError(f"--steps must be positive, got {args.steps}")
+        device, preset = device_and_preset(args)
+        if args.bench:
+            print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
+            for p in ([args.preset] if args.preset else ["cpu", "gpu"]):
+                bench_rl_step(p, device, out=args.out)
+            return
         if args.ckpt_every is not None and (args.ckpt_every <= 0 or (args.objective is None and args.ckpt_every % 16)):
             raise UserError(f"--ckpt-every {args.ckpt_every}: must be positive (a multiple of 16 for pre-training)")
-        if args.objective is not None:
-            check_rl_args(args, preset)
-            init = args.init or os.path.join(args.out, preset, "base.pt")
-            load_checkpoint(init)  # fail now, with one line, if it is missing or corrupt
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    try:
         if args.objective is None:
             path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed,
                                         steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512)
@@ -453,20 +456,20 @@ def main(argv=None):
             for p, text, r in samples[:6]:
                 print(describe(p, text, r))
             return
+        check_rl_args(args, preset)
+        init = args.init or os.path.join(args.out, preset, "base.pt")
+        load_checkpoint(init)  # fail now, with one line, if it is missing or corrupt
         out = os.path.join(args.out, preset, f"{args.objective}.pt")
         _, history, evals = rl_train(
             init, args.objective, out, device, seed=args.seed, preset=preset, steps=args.steps,
             warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", resume=args.resume,
-            ckpt_every=args.ckpt_every or 10, lr=args.lr,
-            warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts, group=args.group, agg=args.agg,
-            eps_high=args.eps_high, kl_coef=args.kl_coef, prerl_advantage=args.prerl_advantage,
-            temperature=args.temperature)
+            ckpt_every=args.ckpt_every or 10, lr=args.lr, warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts,
+            group=args.group, agg=args.agg, eps_high=args.eps_high, kl_coef=args.kl_coef,
+            prerl_advantage=args.prerl_advantage, temperature=args.temperature)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     except Diverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(e, code=1)
     print(f"wrote {out}; held-out pass@1 {evals[0]['pass@1']:.3f} -> {evals[-1]['pass@1']:.3f}")
 
 

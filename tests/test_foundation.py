@@ -1,5 +1,4 @@
 """The world, the model and the sampler: behaviour that must hold (issue 2)."""
-import json
 import random
 import string
 import subprocess

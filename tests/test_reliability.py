@@ -1,7 +1,6 @@
 """Resume after kill -9, safe checkpoints, clear errors, guarded updates, a fuzzed verifier (issue 5)."""
 import json
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -35,15 +34,6 @@ def same_weights(a, b):
 
 def strip_times(path):
     return [{k: v for k, v in json.loads(line).items() if not k.startswith("t_")} for line in open(path)]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    m = M.GPT(M.PRESETS["tiny"])
-    M.save_checkpoint(d / "base.pt", {"model": m.state_dict(), "config": asdict(m.config), "preset": "tiny"})
-    return d / "base.pt"
 
 
 def test_rl_kill_9_then_resume_gives_identical_result(tiny_base, tmp_path):

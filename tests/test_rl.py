@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,6 @@ import model as M
 import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    m = M.GPT(M.PRESETS["tiny"])
-    M.save_checkpoint(d / "base.pt", {"model": m.state_dict(), "config": asdict(m.config), "preset": "tiny"})
-    return d / "base.pt"
 
 
 def test_phase_schedule():
@@ -33,9 +23,9 @@ def strip_times(history):
     return [{k: v for k, v in h.items() if not k.startswith("t_")} for h in history]
 
 
-def test_dsrl_runs_its_phases_and_is_deterministic(base, tmp_path):
+def test_dsrl_runs_its_phases_and_is_deterministic(tiny_base, tmp_path):
     kw = dict(preset="tiny", steps=3, warmup_steps=2, progress=False, eval_every=3, eval_problems=4)
-    _, h1, e1 = T.rl_train(str(base), "dsrl", str(tmp_path / "a.pt"), "cpu", log_path=str(tmp_path / "a.jsonl"), **kw)
+    _, h1, e1 = T.rl_train(str(tiny_base), "dsrl", str(tmp_path / "a.pt"), "cpu", log_path=str(tmp_path / "a.jsonl"), **kw)
     assert [h["objective"] for h in h1] == ["nsr-prerl", "nsr-prerl", "grpo"]
     assert [h["lr"] for h in h1] == [T.RL["tiny"]["warmup_lr"]] * 2 + [T.RL["tiny"]["lr"]]
     logged = [json.loads(line) for line in open(tmp_path / "a.jsonl")]
@@ -43,15 +33,15 @@ def test_dsrl_runs_its_phases_and_is_deterministic(base, tmp_path):
     for key in ("reward", "reward_std", "frac_reward_zero_std", "solved_all", "solved_none", "length", "truncated",
                 "entropy_cond", "entropy_pre", "grad_norm", "wait_share", "alternatively_share", "t_sample", "t_learn"):
         assert key in logged[0], key
-    _, h2, e2 = T.rl_train(str(base), "dsrl", str(tmp_path / "b.pt"), "cpu", **kw)
+    _, h2, e2 = T.rl_train(str(tiny_base), "dsrl", str(tmp_path / "b.pt"), "cpu", **kw)
     assert strip_times(h1) == strip_times(h2) and e1 == e2  # same seed, same metrics
     w1, w2 = M.load_checkpoint(str(tmp_path / "a.pt"))["model"], M.load_checkpoint(str(tmp_path / "b.pt"))["model"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 @pytest.mark.parametrize("objective", [o for o in T.OBJECTIVES if o != "dsrl"])
-def test_every_objective_runs_a_step(base, tmp_path, objective):
-    _, h, _ = T.rl_train(str(base), objective, str(tmp_path / "x.pt"), "cpu", preset="tiny", steps=1,
+def test_every_objective_runs_a_step(tiny_base, tmp_path, objective):
+    _, h, _ = T.rl_train(str(tiny_base), objective, str(tmp_path / "x.pt"), "cpu", preset="tiny", steps=1,
                          progress=False, eval_every=1, eval_problems=2, eval_samples=2)
     assert h[0]["grad_norm"] >= 0 and not h[0]["skipped"]
 
