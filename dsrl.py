@@ -77,19 +77,161 @@ def figures(out_dir, curves, results, warmup_steps, names):
     plt.close("all")
 
 
+# -----------------------------------------------------------------------------
+# the paper suite: every claim, every seed (python dsrl.py --suite paper)
+
+SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)
+GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: where is it stable? (design.md section 2.1)
+GRID_STEPS = 50
+CORE = ("grpo", "dsrl", "nsr-rl-warmup", "nsr-prerl", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
+PASSK = ("grpo", "dsrl", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim C7), with the base model
+
+
+def suite_jobs(preset, steps, seeds, base, base_nohabits):
+    """Every RL run of the suite as a dict; `name` identifies the configuration, `seed` the repetition."""
+    S5 = max(1, round(0.05 * steps))
+    jobs = []
+    for seed in seeds:
+        for obj in CORE:
+            jobs.append(dict(name=obj, objective=obj, seed=seed, steps=steps, warmup_steps=S5, base=base,
+                             passk=obj in PASSK))
+        for share in SWEEP:
+            if round(share * steps) != S5:
+                jobs.append(dict(name=f"dsrl-S{share:g}", objective="dsrl", seed=seed, steps=steps,
+                                 warmup_steps=max(1, round(share * steps)), base=base))
+        for lr in GRID_LRS:
+            jobs.append(dict(name=f"grid-lr{lr:g}", objective="nsr-prerl", seed=seed, steps=min(GRID_STEPS, steps),
+                             lr=lr, eval_every=max(1, min(GRID_STEPS, steps) // 10), base=base))
+        for obj in ("grpo", "dsrl", "nsr-prerl"):  # the same claims without the prompt-independent bad habits
+            jobs.append(dict(name=f"nohabits-{obj}", objective=obj, seed=seed, steps=steps, warmup_steps=S5,
+                             base=base_nohabits))
+    return jobs
+
+
+def run_job(job, preset, device, out_dir, threads):
+    """One suite run in its own process: train (resumable), evaluate, write runs/<name>-s<seed>.json."""
+    import torch
+    torch.set_num_threads(threads)
+    path = os.path.join(out_dir, "runs", f"{job['name']}-s{job['seed']}")
+    if os.path.exists(path + ".json"):
+        return path + ".json"
+    model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
+                                     preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
+                                     progress=False, resume=True, lr=job.get("lr"), eval_every=job.get("eval_every"))
+    hp = RL[preset]
+    final = {split: evaluate(model, make_split(split, hp["eval_problems"]), n=16, max_new_tokens=hp["max_new_tokens"],
+                             seed=job["seed"] + 7)[0] for split in ("test", "ood")}
+    if job.get("passk"):
+        final["passk"] = evaluate(model, make_split("test", hp["eval_problems"] // 2), n=64,
+                                  max_new_tokens=hp["max_new_tokens"], seed=job["seed"] + 11)[0]
+    keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
+            "logp_negative", "skipped")
+    record = {**job, "evals": evals, "final": final,
+              "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
+    with open(path + ".json.tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".json.tmp", path + ".json")
+    os.remove(path + ".pt")  # the JSON holds what the suite reports; checkpoints of 40+ runs would be large
+    return path + ".json"
+
+
+def mean_ci(values):
+    """Mean and half-width of the 95% t-interval (n - 1 degrees of freedom)."""
+    import statistics
+    t95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+    n = len(values)
+    m = statistics.fmean(values)
+    return m, (t95.get(n - 1, 1.96) * statistics.stdev(values) / n ** 0.5 if n > 1 else float("nan"))
+
+
+def alignment_study(base_path, preset, device, n=256, seed=0):
+    """Claims C1 and C2 on the base model: per-response gradient alignment of log P(y|x) and log P(y), and
+    the per-position log-prob gap against token entropy."""
+    import torch
+    from losses import conditional_logprobs, gradient_alignment, logprob_gap, pretrain_logprobs
+    from sample import generate, prompt_ids
+    model = model_from_checkpoint(load_checkpoint(base_path), device)
+    G = 4
+    problems = make_split("test", n // G, seed=seed + 3)
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=RL[preset]["max_new_tokens"],
+                  generator=torch.Generator(device=device).manual_seed(seed))
+    stats, per_sample = gradient_alignment(model, ro, max_samples=n)
+    with torch.no_grad():
+        lc, ent = conditional_logprobs(model, ro)
+        lm, _ = pretrain_logprobs(model, ro.response)
+    gap = logprob_gap(lc, lm, ro.mask)
+    T = ro.mask.size(1)
+    by_pos = [(float(gap[:, t][ro.mask[:, t]].mean()), float(ent[:, t][ro.mask[:, t]].mean()))
+              for t in range(T) if ro.mask[:, t].any()]
+    return {"stats": stats, "per_sample": per_sample, "gap_by_position": by_pos,
+            "gap_mean": float(gap.sum() / ro.mask.sum())}
+
+
+def suite(args, device, preset):
+    """Run every suite job (in parallel processes), then aggregate over seeds into suite.json."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+    from tqdm import tqdm
+    from reward import CorpusConfig
+    out_dir = os.path.join(args.out, preset, "suite")
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    steps = args.steps or RL[preset]["steps"]
+    base = os.path.join(args.out, preset, "base.pt")
+    if not os.path.exists(base) or not load_checkpoint(base).get("done", True):
+        pretrain(preset, os.path.join(args.out, preset), device, seed=0, resume=True)
+    nohabits_dir = os.path.join(out_dir, "base-nohabits")
+    nohabits = os.path.join(nohabits_dir, "base.pt")
+    if not os.path.exists(nohabits) or not load_checkpoint(nohabits).get("done", True):
+        pretrain(preset, nohabits_dir, device, seed=0, resume=True, corpus=CorpusConfig(guess=0.0, repeat=0.0))
+    align_path = os.path.join(out_dir, "alignment.json")
+    if not os.path.exists(align_path):
+        with open(align_path, "w") as f:
+            json.dump(alignment_study(base, preset, device), f)
+    jobs = suite_jobs(preset, steps, range(args.seeds), base, nohabits)
+    workers = args.workers or (2 if device == "cpu" else 8)
+    threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, j, preset, device, out_dir, threads) for j in jobs]
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"suite {preset}"):
+            fut.result()
+    runs = {}
+    for j in jobs:
+        with open(os.path.join(out_dir, "runs", f"{j['name']}-s{j['seed']}.json")) as f:
+            runs.setdefault(j["name"], []).append(json.load(f))
+    summary = {"preset": preset, "device": device, "steps": steps, "seeds": args.seeds,
+               "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "configs": {}}
+    for name, rs in runs.items():
+        agg = {}
+        for split in ("test", "ood"):
+            for key in rs[0]["final"][split]:
+                agg[f"{split}/{key}"] = mean_ci([r["final"][split][key] for r in rs])
+        agg["curve"] = [(e["step"], *mean_ci([r["evals"][i]["pass@1"] for r in rs])) for i, e in enumerate(rs[0]["evals"])]
+        summary["configs"][name] = agg
+    with open(os.path.join(out_dir, "suite.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"wrote {out_dir}/suite.json: {len(jobs)} runs, {len(runs)} configurations x {args.seeds} seeds")
+
+
 def main(argv=None):
     ap = common_args(__doc__, "RL steps per run (default: the preset's)")
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
     ap.add_argument("--eval-samples", type=int, default=16, help="samples per problem in the final evaluation")
     ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
+    ap.add_argument("--suite", choices=("paper",), help="run every claim of the paper over --seeds seeds instead")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per suite configuration (at least 3 for the paper)")
+    ap.add_argument("--workers", type=int, default=None, help="parallel suite processes (default 2 on cpu, 8 on gpu)")
     args = ap.parse_args(argv)
     t_start = time.time()
     try:
         device, preset = device_and_preset(args)
         if args.eval_samples < 1:
             raise UserError(f"--eval-samples must be positive, got {args.eval_samples}")
+        if args.seeds < 1 or (args.workers is not None and args.workers < 1):
+            raise UserError(f"--seeds and --workers must be positive, got {args.seeds} and {args.workers}")
         args.lr = args.batch_prompts = args.group = args.temperature = None
         check_rl_args(args, preset)
+        if args.suite:
+            return suite(args, device, preset)
     except UserError as e:
         fail(e)
     out_dir = os.path.join(args.out, preset)

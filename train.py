@@ -320,8 +320,9 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
             evals.append(run_eval(step + 1))
             rec["eval"] = evals[-1]
-            bar.write(f"step {step + 1} ({name}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
-                      f"wait {evals[-1]['wait_share']:.3f}, length {evals[-1]['length']:.1f}")
+            if progress:
+                bar.write(f"step {step + 1} ({name}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
+                          f"wait {evals[-1]['wait_share']:.3f}, length {evals[-1]['length']:.1f}")
         history.append(rec)
         if log:
             log.write(json.dumps(rec) + "\n")

@@ -72,3 +72,16 @@ def test_train_cli_rejects_bad_flags(args, needle):
     p = subprocess.run([sys.executable, "train.py", "--preset", "tiny", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_paper_suite_machinery_on_tiny(tmp_path):
+    p = subprocess.run([sys.executable, "dsrl.py", "--suite", "paper", "--preset", "tiny", "--seeds", "1", "--steps", "2",
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.load(open(tmp_path / "tiny/suite/suite.json"))
+    assert {"grpo", "dsrl", "nsr-rl-warmup", "nsr-prerl", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce",
+            "grid-lr0.0001", "nohabits-dsrl"} <= set(s["configs"])
+    assert "test/pass@16" in s["configs"]["dsrl"] and "passk" in json.load(open(tmp_path / "tiny/suite/runs/psr-s0.json"))["final"]
+    align = json.load(open(tmp_path / "tiny/suite/alignment.json"))
+    assert align["stats"]["n"] > 0 and -1 <= align["stats"]["cosine_mean"] <= 1
+    assert not list((tmp_path / "tiny/suite/runs").glob("*.pt"))  # run checkpoints are removed once reported
