@@ -180,3 +180,16 @@ def test_verifier_fuzz_no_crash_no_false_positive():
         assert got == (1.0 if s.count("#") == 1 and s.endswith(f"#{answer}") else 0.0), s
         checked += 1
     assert checked >= 10_000
+
+
+def test_dsrl_kill_9_then_resume_gives_identical_results(tmp_path):
+    args = ["--preset", "tiny", "--steps", "4", "--warmup-steps", "2"]
+    assert run("dsrl.py", *args, "--out", str(tmp_path / "a")).returncode == 0
+    # killed right after the GRPO run's last checkpoint, before DSRL starts
+    p = run("dsrl.py", *args, "--out", str(tmp_path / "b"), env={"PRERL_TEST_KILL_AT_STEP": "4"})
+    assert p.returncode == -signal.SIGKILL and not (tmp_path / "b/tiny/dsrl.pt").exists()
+    p = run("dsrl.py", *args, "--out", str(tmp_path / "b"), "--resume")
+    assert p.returncode == 0, p.stderr[-1500:]
+    a, b = (json.load(open(tmp_path / d / "tiny/results.json")) for d in ("a", "b"))
+    assert a["results"] == b["results"] and a["curves"] == b["curves"]
+    assert same_weights(weights(tmp_path / "a/tiny/dsrl.pt"), weights(tmp_path / "b/tiny/dsrl.pt"))
