@@ -170,6 +170,47 @@ def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean"):
 
 
 # -----------------------------------------------------------------------------
+# one name per objective: what the training loop calls
+
+def objective_loss(name, model, ro, r, G, hp, ref=None):
+    """The loss of one phase objective (grpo, prerl, nsr-prerl, psr-prerl, nsr-rl, psr, nsr, w-reinforce) on a
+    rollout `ro` with rewards r (N,), plus the token entropies under P(y|x) and P(y) for the log. hp holds agg,
+    eps_high, kl_coef, lam, prerl_advantage; ref is the KL reference model or None. Only the log-probs the
+    objective needs carry a graph; the other pass is for logging. (Not a pure function: it runs the model.)"""
+    pre = name.endswith("prerl")
+    with torch.set_grad_enabled(pre):
+        logp_m, ent_m = pretrain_logprobs(model, ro.response)
+    with torch.set_grad_enabled(not pre):
+        logp_c, ent_c = conditional_logprobs(model, ro)
+    mask, agg = ro.mask, hp["agg"]
+    if name == "grpo":
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp = conditional_logprobs(ref, ro)[0]
+        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], agg=agg,
+                             ref_logp=ref_logp, kl_coef=hp["kl_coef"])
+    elif pre:
+        select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
+        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], agg=agg)
+        st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
+    elif name == "nsr-rl":
+        loss, st = nsr_rl_loss(logp_c, r, mask, G, agg=agg)
+    elif name == "psr":
+        loss, st = psr_loss(logp_c, r, mask, agg=agg)
+    elif name == "nsr":
+        loss, st = nsr_loss(logp_c, r, mask, agg=agg)
+    elif name == "w-reinforce":
+        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], agg=agg)
+    else:
+        raise ValueError(f"unknown phase objective {name!r}")
+    m = mask.float()
+    st["entropy_cond"] = float((ent_c.detach() * m).sum() / m.sum())
+    st["entropy_pre"] = float((ent_m.detach() * m).sum() / m.sum())
+    return loss, st
+
+
+# -----------------------------------------------------------------------------
 # gradient alignment between the two spaces (paper section 3.1: shared parameter influence)
 
 def flat_grad(model, scalar):

@@ -102,6 +102,18 @@ def rewards(rollout, answers):
     return [score(t, a) if f else 0.0 for t, a, f in zip(rollout.texts, answers, rollout.finished.tolist())]
 
 
+def rollout_stats(ro, r, G):
+    """What explains an RL step besides its reward (TRL names); r (N,) rewards, G samples per prompt."""
+    g = r.view(-1, G)
+    std = g.std(1)
+    counts = [count_markers(t) for t in ro.texts]
+    return {"reward": float(r.mean()), "reward_std": float(std.mean()),
+            "frac_reward_zero_std": float((std == 0).float().mean()),
+            "solved_all": int((g.min(1).values == 1).sum()), "solved_none": int((g.max(1).values == 0).sum()),
+            "length": float(ro.mask.sum(1).float().mean()), "truncated": float((~ro.finished).float().mean()),
+            **{f"{k}_share": sum(c[k] > 0 for c in counts) / len(counts) for k in MARKERS}}
+
+
 def pass_at_k(n, c, k):
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
     if n - c < k:

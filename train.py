@@ -27,12 +27,11 @@ from dataclasses import asdict
 import torch
 from torch.nn import functional as F
 
-from losses import (conditional_logprobs, pretrain_logprobs, grpo_loss, prerl_loss, nsr_rl_loss, psr_loss,
-                    nsr_loss, w_reinforce_loss)
+from losses import objective_loss
 from model import PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint
-from reward import (BOS_ID, EOS_ID, PAD_ID, MARKERS, SPLITS, UserError, fail, CorpusConfig, corpus_document, count_markers,
+from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
                     encode, make_problem, make_split)
-from sample import evaluate, generate, pick_device, describe, prompt_ids, rewards
+from sample import evaluate, generate, pick_device, describe, prompt_ids, rewards, rollout_stats
 
 # Training settings per preset: `cpu` pre-trains in about 7 minutes on 2 cores (measured); `gpu` is sized
 # for about 2 minutes on one modern GPU (not measured yet).
@@ -180,54 +179,6 @@ def phase_objective(objective, step, warmup_steps):
     if objective == "nsr-rl-warmup":
         return "nsr-rl" if step < warmup_steps else "grpo"
     return objective
-
-
-def objective_loss(name, model, ro, r, G, hp, ref=None):
-    """Loss of one phase objective on a rollout; also the token entropies under P(y|x) and P(y).
-    Only the log-probs the objective needs carry a graph; the other pass is for logging."""
-    pre = name.endswith("prerl")
-    with torch.set_grad_enabled(pre):
-        logp_m, ent_m = pretrain_logprobs(model, ro.response)
-    with torch.set_grad_enabled(not pre):
-        logp_c, ent_c = conditional_logprobs(model, ro)
-    mask, agg = ro.mask, hp["agg"]
-    if name == "grpo":
-        ref_logp = None
-        if ref is not None:
-            with torch.no_grad():
-                ref_logp = conditional_logprobs(ref, ro)[0]
-        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], agg=agg,
-                             ref_logp=ref_logp, kl_coef=hp["kl_coef"])
-    elif pre:
-        select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
-        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], agg=agg)
-        st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
-    elif name == "nsr-rl":
-        loss, st = nsr_rl_loss(logp_c, r, mask, G, agg=agg)
-    elif name == "psr":
-        loss, st = psr_loss(logp_c, r, mask, agg=agg)
-    elif name == "nsr":
-        loss, st = nsr_loss(logp_c, r, mask, agg=agg)
-    elif name == "w-reinforce":
-        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], agg=agg)
-    else:
-        raise UserError(f"unknown objective {name!r}: choose from {OBJECTIVES}")
-    m = mask.float()
-    st["entropy_cond"] = float((ent_c.detach() * m).sum() / m.sum())
-    st["entropy_pre"] = float((ent_m.detach() * m).sum() / m.sum())
-    return loss, st
-
-
-def rollout_stats(ro, r, G):
-    """What explains an RL step besides its reward (TRL names)."""
-    g = r.view(-1, G)
-    std = g.std(1)
-    counts = [count_markers(t) for t in ro.texts]
-    return {"reward": float(r.mean()), "reward_std": float(std.mean()),
-            "frac_reward_zero_std": float((std == 0).float().mean()),
-            "solved_all": int((g.min(1).values == 1).sum()), "solved_none": int((g.max(1).values == 0).sum()),
-            "length": float(ro.mask.sum(1).float().mean()), "truncated": float((~ro.finished).float().mean()),
-            **{f"{k}_share": sum(c[k] > 0 for c in counts) / len(counts) for k in MARKERS}}
 
 
 class Diverged(RuntimeError):
