@@ -18,7 +18,8 @@ import time
 from model import load_checkpoint, model_from_checkpoint
 from reward import MARKERS, UserError, fail, make_split
 from sample import evaluate
-from train import OBJECTIVES, RL, Diverged, check_rl_args, common_args, device_and_preset, pretrain, rl_train
+from train import (OBJECTIVES, RL, Diverged, check_rl_args, common_args, default_warmup, device_and_preset,
+                   pretrain, rl_train)
 
 
 def final_eval(model, preset, n, seed):
@@ -89,7 +90,7 @@ PASSK = ("grpo", "dsrl", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim 
 
 def suite_jobs(preset, steps, seeds, base, base_nohabits):
     """Every RL run of the suite as a dict; `name` identifies the configuration, `seed` the repetition."""
-    S5 = max(1, round(0.05 * steps))
+    S5 = default_warmup(steps)
     jobs = []
     for seed in seeds:
         for obj in CORE:
@@ -237,7 +238,7 @@ def main(argv=None):
     out_dir = os.path.join(args.out, preset)
     os.makedirs(out_dir, exist_ok=True)
     steps = args.steps or RL[preset]["steps"]
-    S = args.warmup_steps if args.warmup_steps is not None else max(1, round(0.05 * steps))
+    S = args.warmup_steps if args.warmup_steps is not None else default_warmup(steps)
     print(f"dsrl: preset {preset}, device {device}, {steps} RL steps, S = {S}, seed {args.seed}")
 
     base_path = os.path.join(out_dir, "base.pt")

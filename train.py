@@ -88,8 +88,14 @@ def restore(path, run, model, opt, rng, device):
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     rng.setstate(ck["rng"]["python"])
-    torch.set_rng_state(ck["rng"]["torch"])
+    torch.set_rng_state(ck["rng"]["torch"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
     return ck
+
+
+def kill_point(step):
+    """Test hook: with PRERL_TEST_KILL_AT_STEP=N the process kills itself (kill -9) right after checkpoint N."""
+    if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state(rng):
@@ -147,8 +153,7 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
                       f"{time.time() - t0:.0f}s")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             checkpoint(step + 1)  # the rng now stands at a pool boundary: the next batches are reproducible
-            if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step + 1):  # test hook: simulate kill -9
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_point(step + 1)
     minutes += (time.time() - t0) / 60
     m, samples = evaluate(model, make_split("test", eval_problems), n=eval_samples, seed=seed, progress=progress)
     m["pretrain_minutes"] = minutes
@@ -169,6 +174,14 @@ RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share a
     "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
                 eval_every=25, eval_problems=400, eval_samples=8),
 }
+
+
+RL_DEFAULTS = dict(agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", temperature=1.0)
+
+
+def default_warmup(steps):
+    """S, the NSR warmup length, when not given: 5% of the RL steps (official code: 19 of 348 steps)."""
+    return max(1, round(0.05 * steps))
 
 
 def phase_objective(objective, step, warmup_steps):
@@ -192,11 +205,10 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
     kl_coef / lam / prerl_advantage. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
-    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
-              temperature=1.0)
+    hp = dict(RL[preset], **RL_DEFAULTS)
     hp.update({k: v for k, v in overrides.items() if v is not None})
     steps = steps or hp["steps"]
-    S = warmup_steps if warmup_steps is not None else max(1, round(0.05 * steps))  # official: 19 of 348
+    S = warmup_steps if warmup_steps is not None else default_warmup(steps)
     G = hp["group"]
     model = model_from_checkpoint(load_checkpoint(init), device)
     if asdict(model.config) != asdict(PRESETS[preset]):
@@ -216,7 +228,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         ck = restore(out_path, run, model, opt, rng, device)
         if ref is not None:
             ref.load_state_dict(ck["ref"])
-        gen.set_state(ck["rng"]["sampler"].to(gen.device) if gen.device.type != "cpu" else ck["rng"]["sampler"])
+        gen.set_state(ck["rng"]["sampler"].cpu())
         history, evals, start, bad_in_a_row = ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     log = open(log_path, "w") if log_path else None
@@ -286,8 +298,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         bar.set_postfix(reward=f"{rec['reward']:.2f}", len=f"{rec['length']:.0f}", gn=f"{rec['grad_norm']:.2f}")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             checkpoint(step + 1)
-            if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step + 1):  # test hook: simulate kill -9
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_point(step + 1)
     if log:
         log.close()
     return model, history, evals
@@ -297,7 +308,7 @@ def bench_rl_step(preset, device, reps=3, out="out"):
     """Time one GRPO step of `preset`: sampling / log-prob passes / backward + optimizer step. Uses
     OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights (every row runs to
     max_new_tokens: the worst case)."""
-    hp = dict(RL[preset], agg="token-mean", eps_high=0.2, kl_coef=0.0, temperature=1.0)
+    hp = dict(RL[preset], **RL_DEFAULTS)
     path = os.path.join(out, preset, "base.pt")
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)

@@ -260,9 +260,13 @@ def test_sample_cli_on_own_problems(tmp_path, tiny_ckpt):
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     M.save_checkpoint(path, {"model": {}, "config": {}, "step": 1})
-    def boom(*a, **k):
+    real_save = torch.save
+
+    def boom(obj, f, *a, **k):  # the disk fills up halfway through writing the file
+        real_save({"half": "written"}, f)
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError):
         M.save_checkpoint(path, {"model": {}, "config": {}, "step": 2})
-    assert M.load_checkpoint(str(path))["step"] == 1
+    assert M.load_checkpoint(str(path))["step"] == 1  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # and no temporary file is left behind

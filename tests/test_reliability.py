@@ -24,6 +24,11 @@ def run(script, *args, env=None, timeout=300):
                           timeout=timeout, env=e)
 
 
+def one_line_error(p, needle):
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
+
+
 def weights(path):
     return M.load_checkpoint(str(path))["model"]
 
@@ -102,9 +107,7 @@ def test_checkpoint_holds_everything_needed(tiny_base, tmp_path):
     (["--preset", "tiny", "--ckpt-every", "10"], "--ckpt-every 10"),
 ])
 def test_bad_train_flags_exit_2_with_one_line(args, needle):
-    p = run("train.py", *args)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and needle in lines[0] and lines[0].startswith("error:"), p.stderr
+    one_line_error(run("train.py", *args), needle)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -115,9 +118,7 @@ def test_bad_train_flags_exit_2_with_one_line(args, needle):
     (["--preset", "tiny", "--eval-samples", "0"], "--eval-samples"),
 ])
 def test_bad_dsrl_flags_exit_2_with_one_line(args, needle):
-    p = run("dsrl.py", *args)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
+    one_line_error(run("dsrl.py", *args), needle)
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):
