@@ -81,58 +81,104 @@ def figures(out_dir, curves, results, warmup_steps, names):
 # -----------------------------------------------------------------------------
 # the paper suite: every claim, every seed (python dsrl.py --suite paper)
 
+SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit the issue's time budget;
+    # curves and every choice use the val split, the final numbers the test and ood splits
+    "tiny": dict(eval_split="val"),
+    "cpu": dict(batch_prompts=16, eval_split="val", eval_problems=100, eval_samples=4, eval_every=10),
+    "gpu": dict(eval_split="val", eval_every=10),
+}
 SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)
 GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: where is it stable? (design.md section 2.1)
-GRID_STEPS = 50
-CORE = ("grpo", "dsrl", "nsr-rl-warmup", "nsr-prerl", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
-PASSK = ("grpo", "dsrl", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim C7), with the base model
+GRID_SHARE = 0.5                             # grid runs last half the RL steps (cpu: 40), evaluated 10 times
+TOLERANCE = 0.03                             # "did not hurt": val pass@1 at most this far below the base
+CORE = ("grpo", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
+PASSK = ("grpo", "dsrl-S5%", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim C7), with the base model
 
 
-def suite_jobs(preset, steps, seeds, base, base_nohabits):
-    """Every RL run of the suite as a dict; `name` identifies the configuration, `seed` the repetition."""
+def sweep_name(share):
+    return f"dsrl-S{100 * share:g}%"
+
+
+def grid_jobs(steps, seeds, base):
+    """Stage 1: NSR-PreRL alone at each grid learning rate; an evaluation every tenth of the run gives the
+    phase-length axis of the grid (a constant learning rate: the run at step k is a k-step phase)."""
+    n = max(1, round(GRID_SHARE * steps))
+    return [dict(name=f"grid-lr{lr:g}", objective="nsr-prerl", seed=seed, steps=n, base=base, lr=lr,
+                 eval_every=max(1, n // 10)) for seed in seeds for lr in GRID_LRS]
+
+
+def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
+    """Stage 2: every other RL run; the NSR phases use nsr_lr, chosen from the grid (choose_nsr_lr)."""
     S5 = default_warmup(steps)
+    grid_steps = max(1, round(GRID_SHARE * steps))
     jobs = []
     for seed in seeds:
-        for obj in CORE:
-            jobs.append(dict(name=obj, objective=obj, seed=seed, steps=steps, warmup_steps=S5, base=base,
-                             passk=obj in PASSK))
-        for share in SWEEP:
-            if round(share * steps) != S5:
-                jobs.append(dict(name=f"dsrl-S{share:g}", objective="dsrl", seed=seed, steps=steps,
-                                 warmup_steps=max(1, round(share * steps)), base=base))
-        for lr in GRID_LRS:
-            jobs.append(dict(name=f"grid-lr{lr:g}", objective="nsr-prerl", seed=seed, steps=min(GRID_STEPS, steps),
-                             lr=lr, eval_every=max(1, min(GRID_STEPS, steps) // 10), base=base))
-        for obj in ("grpo", "dsrl", "nsr-prerl"):  # the same claims without the prompt-independent bad habits
-            jobs.append(dict(name=f"nohabits-{obj}", objective=obj, seed=seed, steps=steps, warmup_steps=S5,
-                             base=base_nohabits))
+        jobs += [dict(name=obj, objective=obj, seed=seed, steps=steps, base=base) for obj in CORE]
+        jobs += [dict(name=sweep_name(share), objective="dsrl", seed=seed, steps=steps, base=base, warmup_lr=nsr_lr,
+                      warmup_steps=max(1, round(share * steps))) for share in SWEEP]
+        jobs.append(dict(name="nsr-rl-warmup", objective="nsr-rl-warmup", seed=seed, steps=steps, base=base,
+                         warmup_steps=S5, warmup_lr=nsr_lr))
+        # the same claims without the prompt-independent bad habits in the corpus (design.md section 2, property 8)
+        jobs.append(dict(name="nohabits-grpo", objective="grpo", seed=seed, steps=steps, base=base_nohabits))
+        jobs.append(dict(name="nohabits-dsrl", objective="dsrl", seed=seed, steps=steps, base=base_nohabits,
+                         warmup_steps=S5, warmup_lr=nsr_lr))
+        jobs.append(dict(name="nohabits-nsr-prerl", objective="nsr-prerl", seed=seed, steps=grid_steps,
+                         base=base_nohabits, lr=nsr_lr, eval_every=max(1, grid_steps // 10)))
+    for j in jobs:
+        j["passk"] = j["name"] in PASSK
     return jobs
 
 
+def final_metrics(model, preset, seed, passk):
+    """What the suite reports of a finished model: test and ood metrics, and pass@k up to 64 if asked."""
+    hp = dict(RL[preset], **SUITE_HP[preset])
+    n_test = 2 * hp["eval_problems"]
+    final = {"test": evaluate(model, make_split("test", n_test), n=8, max_new_tokens=hp["max_new_tokens"], seed=seed + 7)[0],
+             "ood": evaluate(model, make_split("ood", n_test), n=4, max_new_tokens=hp["max_new_tokens"], seed=seed + 8)[0]}
+    if passk:
+        final["passk"] = evaluate(model, make_split("test", hp["eval_problems"]), n=64,
+                                  max_new_tokens=hp["max_new_tokens"], seed=seed + 11)[0]
+    return final
+
+
+def write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f)
+    os.replace(path + ".tmp", path)
+
+
 def run_job(job, preset, device, out_dir, threads):
-    """One suite run in its own process: train (resumable), evaluate, write runs/<name>-s<seed>.json."""
+    """One suite job in its own process; writes runs/<name>-s<seed>.json (skipped if it exists: resumable).
+    Kinds: an RL run (trained with resume, then final_metrics), the base model's final metrics for one seed,
+    a pre-training run, the alignment study."""
     import torch
     torch.set_num_threads(threads)
     path = os.path.join(out_dir, "runs", f"{job['name']}-s{job['seed']}")
     if os.path.exists(path + ".json"):
         return path + ".json"
-    model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
-                                     preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
-                                     progress=False, resume=True, lr=job.get("lr"), eval_every=job.get("eval_every"))
-    hp = RL[preset]
-    final = {split: evaluate(model, make_split(split, hp["eval_problems"]), n=16, max_new_tokens=hp["max_new_tokens"],
-                             seed=job["seed"] + 7)[0] for split in ("test", "ood")}
-    if job.get("passk"):
-        final["passk"] = evaluate(model, make_split("test", hp["eval_problems"] // 2), n=64,
-                                  max_new_tokens=hp["max_new_tokens"], seed=job["seed"] + 11)[0]
-    keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
-            "logp_negative", "skipped")
-    record = {**job, "evals": evals, "final": final,
-              "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
-    with open(path + ".json.tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(path + ".json.tmp", path + ".json")
-    os.remove(path + ".pt")  # the JSON holds what the suite reports; checkpoints of 40+ runs would be large
+    kind = job.get("kind", "rl")
+    if kind == "pretrain":
+        from reward import CorpusConfig
+        _, m, _ = pretrain(preset, job["dir"], device, seed=job["seed"], resume=True, progress=False,
+                           corpus=CorpusConfig(**job.get("corpus", {})))
+        record = {**job, "base_eval": m}
+    elif kind == "alignment":
+        record = {**job, **alignment_study(job["base"], preset, device, seed=job["seed"])}
+    elif kind == "base":
+        model = model_from_checkpoint(load_checkpoint(job["base"]), device)
+        record = {**job, "final": final_metrics(model, preset, job["seed"], passk=True)}
+    else:
+        over = {k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}
+        model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
+                                         preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
+                                         progress=False, resume=True, **SUITE_HP[preset], **over)
+        keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
+                "logp_negative", "skipped", "t_sample", "t_learn")
+        record = {**job, "evals": evals, "final": final_metrics(model, preset, job["seed"], job.get("passk")),
+                  "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
+    write_json(path + ".json", record)
+    if os.path.exists(path + ".pt"):
+        os.remove(path + ".pt")  # the JSON holds what the suite reports; checkpoints of 60 runs would be large
     return path + ".json"
 
 
@@ -164,53 +210,227 @@ def alignment_study(base_path, preset, device, n=256, seed=0):
     T = ro.mask.size(1)
     by_pos = [(float(gap[:, t][ro.mask[:, t]].mean()), float(ent[:, t][ro.mask[:, t]].mean()))
               for t in range(T) if ro.mask[:, t].any()]
+    # per token: the gap against the entropy of P(y_t|x, y<t) (are the big gaps the uncertain tokens?)
+    tok = [(float(g), float(e)) for g, e in zip(gap[ro.mask], ent[ro.mask])]
     return {"stats": stats, "per_sample": per_sample, "gap_by_position": by_pos,
-            "gap_mean": float(gap.sum() / ro.mask.sum())}
+            "gap_mean": float(gap.sum() / ro.mask.sum()), "gap_entropy_tokens": tok}
 
 
-def suite(args, device, preset):
-    """Run every suite job (in parallel processes), then aggregate over seeds into suite.json."""
+def run_pool(jobs, preset, device, out_dir, workers, desc):
+    """Run jobs in `workers` spawned processes (torch threads split between them) with a progress bar."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
     from tqdm import tqdm
-    from reward import CorpusConfig
+    threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, j, preset, device, out_dir, threads) for j in jobs]
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
+            fut.result()
+
+
+def load_runs(out_dir, jobs):
+    runs = {}
+    for j in jobs:
+        with open(os.path.join(out_dir, "runs", f"{j['name']}-s{j['seed']}.json")) as f:
+            runs.setdefault(j["name"], []).append(json.load(f))
+    return runs
+
+
+def curve(rs, key="pass@1"):
+    """[(step, mean, ci)] of an eval metric over seeds."""
+    return [(e["step"], *mean_ci([r["evals"][i][key] for r in rs])) for i, e in enumerate(rs[0]["evals"])]
+
+
+def choose_nsr_lr(grid_runs, max_phase):
+    """The largest grid learning rate whose NSR-PreRL phase keeps the seed-mean val pass@1 within TOLERANCE
+    of the base at every evaluation up to max_phase steps: the strongest update that does not hurt (the
+    smallest rate would always "win" a plain argmax by doing nothing). Uses the val split only."""
+    ok = []
+    for lr in GRID_LRS:
+        c = curve(grid_runs[f"grid-lr{lr:g}"])
+        base = c[0][1]
+        if all(m >= base - TOLERANCE for step, m, _ in c if 0 < step <= max_phase):
+            ok.append(lr)
+    return max(ok) if ok else min(GRID_LRS)
+
+
+def suite(args, device, preset):
+    """Stage 1 (grid, base metrics, no-habits pre-training, alignment), the NSR learning-rate choice, stage 2
+    (every other run); then aggregate over seeds into suite.json and draw the figures."""
     out_dir = os.path.join(args.out, preset, "suite")
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    t0 = time.time()
     steps = args.steps or RL[preset]["steps"]
+    seeds = range(args.seeds)
+    workers = args.workers or (2 if device == "cpu" else 8)
     base = os.path.join(args.out, preset, "base.pt")
     if not os.path.exists(base) or not load_checkpoint(base).get("done", True):
         pretrain(preset, os.path.join(args.out, preset), device, seed=0, resume=True)
     nohabits_dir = os.path.join(out_dir, "base-nohabits")
     nohabits = os.path.join(nohabits_dir, "base.pt")
-    if not os.path.exists(nohabits) or not load_checkpoint(nohabits).get("done", True):
-        pretrain(preset, nohabits_dir, device, seed=0, resume=True, corpus=CorpusConfig(guess=0.0, repeat=0.0))
-    align_path = os.path.join(out_dir, "alignment.json")
-    if not os.path.exists(align_path):
-        with open(align_path, "w") as f:
-            json.dump(alignment_study(base, preset, device), f)
-    jobs = suite_jobs(preset, steps, range(args.seeds), base, nohabits)
-    workers = args.workers or (2 if device == "cpu" else 8)
-    threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, j, preset, device, out_dir, threads) for j in jobs]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"suite {preset}"):
-            fut.result()
-    runs = {}
-    for j in jobs:
-        with open(os.path.join(out_dir, "runs", f"{j['name']}-s{j['seed']}.json")) as f:
-            runs.setdefault(j["name"], []).append(json.load(f))
-    summary = {"preset": preset, "device": device, "steps": steps, "seeds": args.seeds,
-               "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "configs": {}}
+    # a second habits base (pre-training seed 1) measures how much the base moves with the corpus stream alone
+    seed1_dir = os.path.join(out_dir, "base-seed1")
+    stage1 = [dict(name="pretrain-nohabits", kind="pretrain", seed=0, dir=nohabits_dir,
+                   corpus=dict(guess=0.0, repeat=0.0)),
+              dict(name="pretrain-habits", kind="pretrain", seed=1, dir=seed1_dir),
+              dict(name="alignment", kind="alignment", seed=0, base=base)]
+    stage1 += [dict(name="base", kind="base", seed=s, base=base) for s in seeds]
+    stage1 += grid_jobs(steps, seeds, base)
+    run_pool(stage1, preset, device, out_dir, workers, f"suite {preset} stage 1/2")
+    grid = load_runs(out_dir, [j for j in stage1 if j["name"].startswith("grid")])
+    max_phase = max(1, round(max(SWEEP) * steps))
+    nsr_lr = choose_nsr_lr(grid, max_phase)
+    print(f"NSR-PreRL learning rate for the NSR phases (val split, phases up to {max_phase} steps): {nsr_lr:g}")
+    stage2 = suite_jobs(steps, seeds, base, nohabits, nsr_lr)
+    run_pool(stage2, preset, device, out_dir, workers, f"suite {preset} stage 2/2")
+    runs = load_runs(out_dir, [j for j in stage1 if j.get("kind") != "alignment"] + stage2)
+    # DSRL's S: the sweep run with the best seed-mean final val pass@1 (never test, never ood)
+    s_best = max(SWEEP, key=lambda sh: mean_ci([r["evals"][-1]["pass@1"] for r in runs[sweep_name(sh)]])[0])
+    summary = {"preset": preset, "device": device, "cpu_cores": os.cpu_count(), "steps": steps, "seeds": args.seeds,
+               "hp": dict(RL[preset], **SUITE_HP[preset]), "nsr_lr": nsr_lr, "nsr_lr_rule":
+               f"largest of {GRID_LRS} keeping val pass@1 >= base - {TOLERANCE} up to {max_phase} steps",
+               "dsrl_S_share": s_best, "dsrl": sweep_name(s_best),
+               "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60,
+               "pretrain": {n: runs[n][0]["base_eval"] for n in ("pretrain-nohabits", "pretrain-habits")},
+               "configs": {}}
     for name, rs in runs.items():
-        agg = {}
-        for split in ("test", "ood"):
-            for key in rs[0]["final"][split]:
-                agg[f"{split}/{key}"] = mean_ci([r["final"][split][key] for r in rs])
-        agg["curve"] = [(e["step"], *mean_ci([r["evals"][i]["pass@1"] for r in rs])) for i, e in enumerate(rs[0]["evals"])]
+        if "final" not in rs[0]:
+            continue
+        agg = {f"{split}/{key}": mean_ci([r["final"][split][key] for r in rs])
+               for split in rs[0]["final"] for key in rs[0]["final"][split]}
+        if "evals" in rs[0]:
+            agg["curve"] = curve(rs)
+            agg["wait_curve"] = curve(rs, "wait_share")
         summary["configs"][name] = agg
-    with open(os.path.join(out_dir, "suite.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"wrote {out_dir}/suite.json: {len(jobs)} runs, {len(runs)} configurations x {args.seeds} seeds")
+    write_json(os.path.join(out_dir, "suite.json"), summary)
+    with open(os.path.join(out_dir, "suite.md"), "w") as f:
+        f.write(f"# paper suite ({preset}, {args.seeds} seeds)\n\n`{summary['command']}`: {summary['wall_minutes']:.0f} min"
+                f"\n\n{suite_table(summary)}\n")
+    suite_figures(out_dir, summary, runs, json.load(open(os.path.join(out_dir, "runs", "alignment-s0.json"))))
+    print(f"wrote {out_dir}/suite.json and figures: {len(stage1) + len(stage2)} jobs, "
+          f"{summary['wall_minutes']:.1f} min; DSRL = {summary['dsrl']} at NSR lr {nsr_lr:g}")
+
+
+def suite_figures(out_dir, summary, runs, align):
+    """One PNG per claim (C1-C7) plus the NSR-PreRL grid, in out_dir."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cfg, dsrl_name = summary["configs"], summary["dsrl"]
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=100)
+
+    def band(ax, c, label, **kw):
+        x, m, ci = zip(*c)
+        ci = [0.0 if v != v else v for v in ci]  # one seed: no interval
+        line, = ax.plot(x, m, marker=".", label=label, **kw)
+        ax.fill_between(x, [a - b for a, b in zip(m, ci)], [a + b for a, b in zip(m, ci)], alpha=0.15,
+                        color=line.get_color())
+
+    # C1: per-response cosine of grad log P(y|x) and grad log P(y)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    st = align["stats"]
+    ax.hist(align["per_sample"]["cosine"], bins=30)
+    ax.set(xlabel="cosine(grad log P(y|x), grad log P(y))", ylabel="responses",
+           title=f"C1: mean {st['cosine_mean']:.2f}, {100 * st['inner_negative_share']:.1f}% negative (n={st['n']})")
+    save(fig, "c1_alignment.png")
+    # C2: the per-position gap, coloured by the entropy of P(y_t|x, y<t); and the gap against entropy per token
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    gap, ent = zip(*align["gap_by_position"])
+    sc = a1.scatter(range(len(gap)), gap, c=ent, cmap="viridis", s=12)
+    fig.colorbar(sc, ax=a1, label="mean entropy (nats)")
+    a1.set(xlabel="response position t", ylabel="mean |log P(y_t|x,y<t) - log P(y_t|y<t)|", yscale="log",
+           title="C2: where the two spaces differ")
+    tg, te = zip(*align["gap_entropy_tokens"])
+    order = sorted(range(len(te)), key=te.__getitem__)
+    bins = [order[i * len(order) // 10:(i + 1) * len(order) // 10] for i in range(10)]
+    a2.plot([sum(te[i] for i in b) / len(b) for b in bins], [sum(tg[i] for i in b) / len(b) for b in bins], marker="o")
+    a2.set(xlabel="token entropy under P(y|x) (deciles)", ylabel="mean gap (nats)", title="gap by entropy decile")
+    save(fig, "c2_gap.png")
+    # C3: PSR-PreRL and full PreRL over the whole run; NSR-PreRL (the grid) over its shorter runs
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name in ("grpo", "psr-prerl", "prerl", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
+        band(ax, cfg[name]["curve"], name.replace("grid-lr", "nsr-prerl lr "), ls="--" if "grid" in name else "-")
+    ax.set(xlabel="RL step", ylabel="val pass@1", title="C3: PreRL alone (mean, 95% CI over seeds)")
+    ax.legend(fontsize=7)
+    save(fig, "c3_prerl_alone.png")
+    # C4: marker shares of final test responses, and the wait share along the NSR-PreRL runs
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = ["base", "grpo", dsrl_name, "nsr-rl-warmup", *[f"grid-lr{lr:g}" for lr in GRID_LRS]]
+    for i, mk in enumerate(MARKERS):
+        a1.bar([j + 0.4 * i for j in range(len(names))], [100 * cfg[n][f"test/{mk}_share"][0] for n in names], 0.4,
+               yerr=[100 * _ci(cfg[n][f"test/{mk}_share"]) for n in names], label=mk)
+    a1.set_xticks([j + 0.2 for j in range(len(names))], [n.replace("grid-lr", "nsr-prerl ") for n in names],
+                  rotation=45, ha="right", fontsize=7)
+    a1.set(ylabel="% of test responses", title="C4: markers after each run")
+    a1.legend()
+    for lr in GRID_LRS:
+        band(a2, cfg[f"grid-lr{lr:g}"]["wait_curve"], f"nsr-prerl lr {lr:g}")
+    a2.set(xlabel="RL step", ylabel="val share with 'wait'", title="wait along NSR-PreRL")
+    a2.legend(fontsize=7)
+    save(fig, "c4_markers.png")
+    # C5: GRPO vs DSRL along the run, and the S sweep (S = 0 is GRPO)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    band(a1, cfg["grpo"]["curve"], "grpo")
+    band(a1, cfg[dsrl_name]["curve"], dsrl_name)
+    a1.set(xlabel="RL step", ylabel="val pass@1", title="C5: DSRL vs GRPO")
+    a1.legend()
+    xs = [0] + [100 * sh for sh in SWEEP]
+    for split, key in (("test", "test/pass@1"), ("ood", "ood/pass@1")):
+        ys = [cfg["grpo"][key]] + [cfg[sweep_name(sh)][key] for sh in SWEEP]
+        a2.errorbar(xs, [y[0] for y in ys], yerr=[_ci(y) for y in ys], marker="o", capsize=3, label=split)
+    a2.set(xlabel="S: NSR-PreRL warmup, % of RL steps", ylabel="final pass@1", title="S sweep")
+    a2.legend()
+    save(fig, "c5_dsrl.png")
+    # C6: warmup in the conditional space vs the pre-train space, both followed by the same GRPO
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = ["grpo", "nsr-rl-warmup", sweep_name(0.05)] + ([dsrl_name] if dsrl_name != sweep_name(0.05) else [])
+    ax.bar(names, [cfg[n]["test/pass@1"][0] for n in names], yerr=[_ci(cfg[n]["test/pass@1"]) for n in names],
+           capsize=4)
+    ax.set(ylabel="test pass@1", ylim=(min(cfg[n]["test/pass@1"][0] for n in names) - 0.05, None),
+           title="C6: NSR warmup in P(y|x) vs P(y)")
+    save(fig, "c6_warmup.png")
+    # C7: pass@k for k = 1..64
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05)):
+        ks = sorted(int(k.split("@")[1]) for k in cfg[name] if k.startswith("passk/pass@"))
+        ax.plot(ks, [cfg[name][f"passk/pass@{k}"][0] for k in ks], marker="o", label=name)
+    ax.set(xscale="log", xlabel="k", ylabel="test pass@k", title="C7: pass@k (mean over seeds)")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.legend(fontsize=7)
+    save(fig, "c7_passk.png")
+    # the NSR-PreRL grid: val pass@1 minus the base's, learning rate x phase length
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    rows = [[m - c[0][1] for _, m, _ in c] for c in (cfg[f"grid-lr{lr:g}"]["curve"] for lr in GRID_LRS)]
+    im = ax.imshow(rows, cmap="RdBu", vmin=-0.3, vmax=0.3, aspect="auto")
+    steps = [s for s, _, _ in cfg[f"grid-lr{GRID_LRS[0]:g}"]["curve"]]
+    ax.set_xticks(range(len(steps)), steps)
+    ax.set_yticks(range(len(GRID_LRS)), [f"{lr:g}" for lr in GRID_LRS])
+    ax.set(xlabel="NSR-PreRL phase length (steps)", ylabel="learning rate",
+           title=f"val pass@1 - base (chosen: {summary['nsr_lr']:g})")
+    fig.colorbar(im, ax=ax)
+    save(fig, "grid.png")
+    plt.close("all")
+
+
+def _ci(mc):
+    """The interval half-width of a (mean, ci) pair; 0 when undefined (one seed)."""
+    return 0.0 if mc[1] != mc[1] else mc[1]
+
+
+def suite_table(summary):
+    """Markdown: every configuration's final numbers, mean +- 95% CI over seeds."""
+    cols = [("test/pass@1", "test pass@1", 1), ("test/pass@8", "test pass@8", 1), ("ood/pass@1", "ood pass@1", 1),
+            ("test/wait_share", "wait %", 100), ("test/alternatively_share", "alternatively %", 100),
+            ("test/length", "length", 1)]
+    rows = ["| config | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, agg in summary["configs"].items():
+        cells = [f"{agg[k][0] * f:.3f} ± {_ci(agg[k]) * f:.3f}" if f == 1 else f"{agg[k][0] * f:.1f} ± {_ci(agg[k]) * f:.1f}"
+                 for k, _, f in cols]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def main(argv=None):

@@ -80,6 +80,7 @@ SPLITS = {  # name -> (task config, seed offset). OOD: operands up to 149 instea
     "train": (TaskConfig(), 0),
     "test": (TaskConfig(), 1),
     "ood": (TaskConfig(operand_max=149), 2),  # 3-digit operands; one more operation gave pass@8 0.01
+    "val": (TaskConfig(), 3),  # like test, other problems: the paper suite tunes and draws curves on it
 }
 
 
@@ -146,8 +147,8 @@ def make_problem(rng, cfg=TaskConfig()):
 
 
 def make_split(name, n, seed=0):
-    """n problems of a named split. The splits use disjoint seeds; test and ood never overlap train's
-    questions because train problems are drawn from a different seed stream (and rejected if they repeat)."""
+    """n problems of a named split. Each split has its own seed stream; train, val and test share one
+    distribution, so a test question can also occur in training by chance (rare: see tests)."""
     if name not in SPLITS:
         raise UserError(f"unknown split {name!r}: choose from {sorted(SPLITS)}")
     cfg, offset = SPLITS[name]

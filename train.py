@@ -176,7 +176,7 @@ RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share a
 }
 
 
-RL_DEFAULTS = dict(agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", temperature=1.0)
+RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", temperature=1.0)
 
 
 def default_warmup(steps):
@@ -220,7 +220,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     # the same optimizer for both phases (not reset at the switch, as in the official code)
     opt = model.configure_optimizers(hp["lr"], weight_decay=0.0, betas=(0.9, 0.999), device_type=device.split(":")[0])
     ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
-    test = make_split("test", hp["eval_problems"])
+    test = make_split(hp["eval_split"], hp["eval_problems"])
     run = {"init": os.path.abspath(init), "objective": objective, "steps": steps, "warmup_steps": S, "hp": hp,
            "seed": seed, "preset": preset}
     history, evals, start, bad_in_a_row = [], [], 0, 0
