@@ -83,7 +83,7 @@ def figures(out_dir, curves, results, warmup_steps, names):
 
 SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit the issue's time budget;
     # curves and every choice use the val split, the final numbers the test and ood splits
-    "tiny": dict(eval_split="val"),
+    "tiny": dict(eval_split="val", eval_every=1),
     "cpu": dict(batch_prompts=16, eval_split="val", eval_problems=100, eval_samples=4, eval_every=10),
     "gpu": dict(eval_split="val", eval_every=10),
 }
@@ -119,6 +119,7 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
         jobs.append(dict(name="nsr-rl-warmup", objective="nsr-rl-warmup", seed=seed, steps=steps, base=base,
                          warmup_steps=S5, warmup_lr=nsr_lr))
         # the same claims without the prompt-independent bad habits in the corpus (design.md section 2, property 8)
+        jobs.append(dict(name="nohabits-base", kind="base", seed=seed, base=base_nohabits))
         jobs.append(dict(name="nohabits-grpo", objective="grpo", seed=seed, steps=steps, base=base_nohabits))
         jobs.append(dict(name="nohabits-dsrl", objective="dsrl", seed=seed, steps=steps, base=base_nohabits,
                          warmup_steps=S5, warmup_lr=nsr_lr))
@@ -168,10 +169,10 @@ def run_job(job, preset, device, out_dir, threads):
         model = model_from_checkpoint(load_checkpoint(job["base"]), device)
         record = {**job, "final": final_metrics(model, preset, job["seed"], passk=True)}
     else:
-        over = {k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}
+        over = {**SUITE_HP[preset], **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
         model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
                                          preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
-                                         progress=False, resume=True, **SUITE_HP[preset], **over)
+                                         progress=False, resume=True, **over)
         keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
                 "logp_negative", "skipped", "t_sample", "t_learn")
         record = {**job, "evals": evals, "final": final_metrics(model, preset, job["seed"], job.get("passk")),
@@ -223,9 +224,17 @@ def run_pool(jobs, preset, device, out_dir, workers, desc):
     from tqdm import tqdm
     threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, j, preset, device, out_dir, threads) for j in jobs]
+        futures = {pool.submit(run_job, j, preset, device, out_dir, threads): j for j in jobs}
         for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
-            fut.result()
+            if fut.exception() is not None:  # stop now, not after every other job has run
+                pool.shutdown(wait=False, cancel_futures=True)
+                j = futures[fut]
+                raise RuntimeError(f"suite job {j['name']} (seed {j['seed']}) failed") from fut.exception()
+
+
+def base_eval(d):
+    with open(os.path.join(d, "base_eval.json")) as f:
+        return json.load(f)
 
 
 def load_runs(out_dir, jobs):
@@ -291,7 +300,9 @@ def suite(args, device, preset):
                f"largest of {GRID_LRS} keeping val pass@1 >= base - {TOLERANCE} up to {max_phase} steps",
                "dsrl_S_share": s_best, "dsrl": sweep_name(s_best),
                "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60,
-               "pretrain": {n: runs[n][0]["base_eval"] for n in ("pretrain-nohabits", "pretrain-habits")},
+               "pretrain": {"habits, pre-training seed 0 (the base)": base_eval(os.path.dirname(base)),
+                            "habits, pre-training seed 1": base_eval(seed1_dir),
+                            "no habits, pre-training seed 0": base_eval(nohabits_dir)},
                "configs": {}}
     for name, rs in runs.items():
         if "final" not in rs[0]:
@@ -303,10 +314,12 @@ def suite(args, device, preset):
             agg["wait_curve"] = curve(rs, "wait_share")
         summary["configs"][name] = agg
     write_json(os.path.join(out_dir, "suite.json"), summary)
+    with open(os.path.join(out_dir, "runs", "alignment-s0.json")) as f:
+        align = json.load(f)
     with open(os.path.join(out_dir, "suite.md"), "w") as f:
         f.write(f"# paper suite ({preset}, {args.seeds} seeds)\n\n`{summary['command']}`: {summary['wall_minutes']:.0f} min"
-                f"\n\n{suite_table(summary)}\n")
-    suite_figures(out_dir, summary, runs, json.load(open(os.path.join(out_dir, "runs", "alignment-s0.json"))))
+                f"\n\n{suite_table(summary)}\n\n{claims_report(summary, runs, align)}\n")
+    suite_figures(out_dir, summary, runs, align)
     print(f"wrote {out_dir}/suite.json and figures: {len(stage1) + len(stage2)} jobs, "
           f"{summary['wall_minutes']:.1f} min; DSRL = {summary['dsrl']} at NSR lr {nsr_lr:g}")
 
@@ -418,6 +431,81 @@ def suite_figures(out_dir, summary, runs, align):
 def _ci(mc):
     """The interval half-width of a (mean, ci) pair; 0 when undefined (one seed)."""
     return 0.0 if mc[1] != mc[1] else mc[1]
+
+
+def paired(runs, a, b, key=("test", "pass@1")):
+    """Mean and 95% CI over seeds of run a minus run b (same seed: same training problems, same sampler seed)."""
+    by_seed = {r["seed"]: r["final"][key[0]][key[1]] for r in runs[b]}
+    return mean_ci([r["final"][key[0]][key[1]] - by_seed[r["seed"]] for r in runs[a]])
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "inf" if a else "-"
+
+
+def steps_to(c, target):
+    """First evaluated step where a seed-mean curve reaches target (None: never)."""
+    return next((step for step, m, _ in c if m >= target), None)
+
+
+def claims_report(summary, runs, align):
+    """The numbers RESULTS.md quotes, claim by claim, computed from the run JSONs (markdown)."""
+    cfg, D = summary["configs"], summary["dsrl"]
+    f = lambda mc, s=1: f"{mc[0] * s:.3f} ± {_ci(mc) * s:.3f}"
+    st, L = align["stats"], []
+    L += ["## C1 gradient alignment (base model)",
+          f"{st['n']} responses: mean cosine {st['cosine_mean']:.3f}, negative inner products "
+          f"{100 * st['inner_negative_share']:.1f}%, inner product mean {st['inner_mean']:.3g} "
+          f"(min {st['inner_min']:.3g}, max {st['inner_max']:.3g})"]
+    gp = [g for g, _ in align["gap_by_position"]]
+    tg, te = zip(*align["gap_entropy_tokens"])
+    mg, me = sum(tg) / len(tg), sum(te) / len(te)
+    cov = sum((g - mg) * (e - me) for g, e in zip(tg, te))
+    r = cov / (sum((g - mg) ** 2 for g in tg) * sum((e - me) ** 2 for e in te)) ** 0.5
+    L += ["## C2 per-token gap", f"mean gap by position: t=0 {gp[0]:.2f}, t=1 {gp[1]:.2f}, t=2 {gp[2]:.2f}, "
+          f"t>=3 {sum(gp[3:]) / len(gp[3:]):.2f} nats; Pearson r(gap, entropy) over {len(tg)} tokens: {r:.2f}"]
+    L += ["## C3 PreRL alone (val pass@1, seed mean)"]
+    for name in ("grpo", "psr-prerl", "prerl", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
+        c = cfg[name]["curve"]
+        peak = max(c, key=lambda x: x[1])
+        L.append(f"- {name}: step 0 {c[0][1]:.3f}, peak {peak[1]:.3f} at step {peak[0]}, final {c[-1][1]:.3f} "
+                 f"(step {c[-1][0]}), min {min(m for _, m, _ in c):.3f}; test pass@1 {f(cfg[name]['test/pass@1'])}")
+    L += ["## C4 markers (share of test responses; multipliers vs base and vs GRPO)"]
+    for name in ("base", "grpo", D, sweep_name(0.05), "nsr-rl-warmup", "nsr", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
+        cells = []
+        for mk in MARKERS:
+            v, b, g = (cfg[n][f"test/{mk}_share"][0] for n in (name, "base", "grpo"))
+            cells.append(f"{mk} {100 * v:.1f}% (x{ratio(v, b)} base, x{ratio(v, g)} grpo)")
+        L.append(f"- {name}: " + "; ".join(cells) + f"; length {cfg[name]['test/length'][0]:.1f}")
+    L += ["## C5 DSRL vs GRPO (paired by seed)"]
+    for name in dict.fromkeys((D, sweep_name(0.05))):
+        L.append(f"- {name} - grpo: test pass@1 {f(paired(runs, name, 'grpo'))}, ood pass@1 "
+                 f"{f(paired(runs, name, 'grpo', ('ood', 'pass@1')))}")
+    target = cfg["grpo"]["curve"][-1][1]
+    L.append(f"- steps to GRPO's final val pass@1 ({target:.3f}): grpo {steps_to(cfg['grpo']['curve'], target)}, "
+             f"{D} {steps_to(cfg[D]['curve'], target)}")
+    L.append("- S sweep, test pass@1: S=0 (grpo) " + f(cfg["grpo"]["test/pass@1"]) + "; " +
+             "; ".join(f"S={100 * sh:g}% {f(cfg[sweep_name(sh)]['test/pass@1'])}" for sh in SWEEP))
+    L += ["## C6 conditional NSR warmup vs DSRL (test pass@1)",
+          "; ".join(f"{n} {f(cfg[n]['test/pass@1'])}" for n in ("grpo", "nsr-rl-warmup", sweep_name(0.05))),
+          f"paired: nsr-rl-warmup - grpo {f(paired(runs, 'nsr-rl-warmup', 'grpo'))}; {sweep_name(0.05)} - "
+          f"nsr-rl-warmup {f(paired(runs, sweep_name(0.05), 'nsr-rl-warmup'))}"]
+    L += ["## C7 pass@k (test, 64 samples per problem)"]
+    ks = sorted(int(k.split("@")[1]) for k in cfg["base"] if k.startswith("passk/pass@"))
+    L.append("| model | " + " | ".join(f"k={k}" for k in ks) + " |")
+    L.append("|---" * (len(ks) + 1) + "|")
+    for name in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05)):
+        L.append(f"| {name} | " + " | ".join(f"{cfg[name][f'passk/pass@{k}'][0]:.3f}" for k in ks) + " |")
+    L += ["## with and without the prompt-independent habits"]
+    for name in ("base", "grpo", sweep_name(0.05), "nohabits-base", "nohabits-grpo", "nohabits-dsrl",
+                 "grid-lr" + f"{summary['nsr_lr']:g}", "nohabits-nsr-prerl"):
+        if name in cfg:
+            L.append(f"- {name}: test pass@1 {f(cfg[name]['test/pass@1'])}, wait "
+                     f"{100 * cfg[name]['test/wait_share'][0]:.1f}%, length {cfg[name]['test/length'][0]:.1f}")
+    for name, m in summary["pretrain"].items():
+        L.append(f"- {name} (pre-training only, 200 test problems x 8): pass@1 {m['pass@1']:.3f}, "
+                 f"wait {100 * m['wait_share']:.1f}%")
+    return "\n".join(L)
 
 
 def suite_table(summary):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import dsrl
 import model as M
 import train as T
 
@@ -78,10 +79,34 @@ def test_paper_suite_machinery_on_tiny(tmp_path):
     p = subprocess.run([sys.executable, "dsrl.py", "--suite", "paper", "--preset", "tiny", "--seeds", "1", "--steps", "2",
                         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    s = json.load(open(tmp_path / "tiny/suite/suite.json"))
-    assert {"grpo", "dsrl", "nsr-rl-warmup", "nsr-prerl", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce",
-            "grid-lr0.0001", "nohabits-dsrl"} <= set(s["configs"])
-    assert "test/pass@16" in s["configs"]["dsrl"] and "passk" in json.load(open(tmp_path / "tiny/suite/runs/psr-s0.json"))["final"]
-    align = json.load(open(tmp_path / "tiny/suite/alignment.json"))
+    d = tmp_path / "tiny/suite"
+    s = json.load(open(d / "suite.json"))
+    assert {"base", "grpo", "dsrl-S5%", "dsrl-S20%", "nsr-rl-warmup", "psr-prerl", "prerl", "psr", "nsr",
+            "w-reinforce", "grid-lr0.0001", "grid-lr1e-06", "nohabits-dsrl", "nohabits-nsr-prerl"} <= set(s["configs"])
+    assert s["nsr_lr"] in dsrl.GRID_LRS and s["dsrl"] in s["configs"]
+    assert "passk/pass@64" in s["configs"]["psr"] and "passk/pass@64" in s["configs"]["base"]
+    # the NSR phases of stage 2 really use the chosen learning rate
+    assert json.load(open(d / "runs/nsr-rl-warmup-s0.json"))["warmup_lr"] == s["nsr_lr"]
+    align = json.load(open(d / "runs/alignment-s0.json"))
     assert align["stats"]["n"] > 0 and -1 <= align["stats"]["cosine_mean"] <= 1
-    assert not list((tmp_path / "tiny/suite/runs").glob("*.pt"))  # run checkpoints are removed once reported
+    assert not list((d / "runs").glob("*.pt"))  # run checkpoints are removed once reported
+    for png in ("c1_alignment", "c2_gap", "c3_prerl_alone", "c4_markers", "c5_dsrl", "c6_warmup", "c7_passk", "grid"):
+        assert (d / f"{png}.png").stat().st_size > 1000
+    assert "| grpo |" in (d / "suite.md").read_text()
+
+
+def test_choose_nsr_lr_takes_the_largest_rate_that_does_not_hurt():
+    def runs(drop_at):  # val pass@1 0.30 at step 0, falling by 0.2 from step drop_at on (3 seeds)
+        evals = [{"step": t, "pass@1": 0.30 - (0.2 if t >= drop_at else 0.0)} for t in (0, 2, 4, 8, 16)]
+        return [{"evals": evals}] * 3
+    grid = {f"grid-lr{lr:g}": runs(99) for lr in dsrl.GRID_LRS}
+    grid["grid-lr0.0001"] = runs(8)
+    assert dsrl.choose_nsr_lr(grid, max_phase=16) == 3e-5
+    assert dsrl.choose_nsr_lr(grid, max_phase=4) == 1e-4  # the drop comes after the longest phase
+    grid = {k: runs(2) for k in grid}
+    assert dsrl.choose_nsr_lr(grid, max_phase=16) == min(dsrl.GRID_LRS)  # nothing is safe: the gentlest
+
+
+def test_mean_ci_is_the_t_interval():
+    m, h = dsrl.mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and abs(h - 4.30 * 1.0 / 3 ** 0.5) < 1e-9
