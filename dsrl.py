@@ -91,6 +91,7 @@ SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the R
 GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: where is it stable? (design.md section 2.1)
 GRID_SHARE = 0.5                             # grid runs last half the RL steps (cpu: 40), evaluated 10 times
 TOLERANCE = 0.03                             # "did not hurt": val pass@1 at most this far below the base
+MECH_LRS = (1e-5, 3e-5, 1e-4)                # NSR-PreRL phases of 10% of the steps: which errors go first?
 CORE = ("grpo", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
 PASSK = ("grpo", "dsrl-S5%", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim C7), with the base model
 
@@ -125,6 +126,12 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
                          warmup_steps=S5, warmup_lr=nsr_lr))
         jobs.append(dict(name="nohabits-nsr-prerl", objective="nsr-prerl", seed=seed, steps=grid_steps,
                          base=base_nohabits, lr=nsr_lr, eval_every=max(1, grid_steps // 10)))
+        # the mechanism (paper section 5: NSR-PreRL prunes wrong patterns of P(y)): do short NSR-PreRL phases
+        # remove the prompt-independent habits (guess, repeat) faster than the prompt-dependent slips?
+        n = max(1, round(max(SWEEP) / 2 * steps))
+        jobs.append(dict(name="mech-base", kind="base", seed=seed, base=base))
+        jobs += [dict(name=f"mech-lr{lr:g}", objective="nsr-prerl", seed=seed, steps=n, base=base, lr=lr,
+                      eval_every=n) for lr in MECH_LRS]
     for j in jobs:
         j["passk"] = j["name"] in PASSK
     return jobs
@@ -167,7 +174,7 @@ def run_job(job, preset, device, out_dir, threads):
         record = {**job, **alignment_study(job["base"], preset, device, seed=job["seed"])}
     elif kind == "base":
         model = model_from_checkpoint(load_checkpoint(job["base"]), device)
-        record = {**job, "final": final_metrics(model, preset, job["seed"], passk=True)}
+        record = {**job, "final": final_metrics(model, preset, job["seed"], passk=job.get("passk", True))}
     else:
         over = {**SUITE_HP[preset], **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
         model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
@@ -470,6 +477,10 @@ def claims_report(summary, runs, align):
         peak = max(c, key=lambda x: x[1])
         L.append(f"- {name}: step 0 {c[0][1]:.3f}, peak {peak[1]:.3f} at step {peak[0]}, final {c[-1][1]:.3f} "
                  f"(step {c[-1][0]}), min {min(m for _, m, _ in c):.3f}; test pass@1 {f(cfg[name]['test/pass@1'])}")
+        if "logp_negative" in runs[name][0]["train"][0]:  # the prompt-free log P(y) of wrong samples, summed
+            lp = [mean_ci([r["train"][i]["logp_negative"] for r in runs[name]])[0] for i in (0, -1)]
+            w = cfg[name]["wait_curve"]
+            L[-1] += f"; log P(y) of wrong samples {lp[0]:.1f} -> {lp[1]:.1f}; val wait {w[0][1]:.3f} -> {w[-1][1]:.3f}"
     L += ["## C4 markers (share of test responses; multipliers vs base and vs GRPO)"]
     for name in ("base", "grpo", D, sweep_name(0.05), "nsr-rl-warmup", "nsr", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
         cells = []
@@ -496,6 +507,14 @@ def claims_report(summary, runs, align):
     L.append("|---" * (len(ks) + 1) + "|")
     for name in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05)):
         L.append(f"| {name} | " + " | ".join(f"{cfg[name][f'passk/pass@{k}'][0]:.3f}" for k in ks) + " |")
+    if "mech-base" in cfg:
+        L += ["## mechanism: which errors do short NSR-PreRL phases remove? (test, habits base)"]
+        for name in ("mech-base", *[f"mech-lr{lr:g}" for lr in MECH_LRS]):
+            a = {k: cfg[name][f"test/{k}"][0] for k in ("pass@1", "habit_guess", "habit_repeat")}
+            slips = 1 - a["pass@1"] - a["habit_guess"] - a["habit_repeat"]
+            L.append(f"- {name}: pass@1 {f(cfg[name]['test/pass@1'])}; guess {100 * a['habit_guess']:.2f}%, "
+                     f"repeat {100 * a['habit_repeat']:.2f}%, other wrong {100 * slips:.1f}% of responses; "
+                     f"habits {100 * (a['habit_guess'] + a['habit_repeat']) / max(1e-9, 1 - a['pass@1']):.1f}% of errors")
     L += ["## with and without the prompt-independent habits"]
     for name in ("base", "grpo", sweep_name(0.05), "nohabits-base", "nohabits-grpo", "nohabits-dsrl",
                  "grid-lr" + f"{summary['nsr_lr']:g}", "nohabits-nsr-prerl"):

@@ -283,3 +283,19 @@ def reflection_stats(texts):
             follows += step_is_wrong(prev) is True
             right += step_is_wrong(after.split(";", 1)[0]) is False
     return {"waits": n, "follows_error": follows / max(n, 1), "redo_right": right / max(n, 1)}
+
+
+def habit_stats(questions, texts):
+    """How often responses show the corpus's prompt-independent bad habits (design.md section 2, property 8):
+    guess  = share that answer at once, `#N` with no steps;
+    repeat = share whose answer is the right answer with the last operation applied once more.
+    (A repeat built on a slipped step is not caught: `repeat` is a lower bound.)"""
+    guess = repeat = 0
+    for q, t in zip(questions, texts):
+        guess += t.startswith("#")
+        a, op, b, r = solution_steps(*parse_question(q))[-1]
+        m = _ANSWER.search(t)
+        twice = r + b if op == "+" else r - b if op == "-" else r * b
+        repeat += m is not None and twice != r and int(m.group(1)) == twice
+    return {"guess": guess / max(1, len(texts)), "repeat": repeat / max(1, len(texts))}
+

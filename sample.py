@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
-from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, decode, encode, make_split,
+from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, habit_stats, decode, encode, make_split,
                     reflection_stats, score, solve, MARKERS)
 
 
@@ -125,7 +125,8 @@ def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=Non
              ks=None, progress=False):
     """Sample n responses per problem and measure: pass@k for k in ks (default 1, 2, 4, ... up to n), the
     share of responses containing each marker and its count per response, mean length in tokens, the
-    truncation share, and whether reflection works (reflection_stats). Returns (metrics, samples)."""
+    truncation share, whether reflection works (reflection_stats) and how often the prompt-independent bad
+    habits show (habit_stats). Returns (metrics, samples)."""
     ks = ks or [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n]
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     was_training = model.training
@@ -155,6 +156,7 @@ def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=Non
     m["length"] = sum(lengths) / len(lengths)
     m["truncated"] = truncated / len(texts)
     m.update({f"reflection_{k}": v for k, v in reflection_stats(texts).items()})
+    m.update({f"habit_{k}": v for k, v in habit_stats([p.question for p in problems for _ in range(n)], texts).items()})
     return m, samples
 
 

@@ -270,3 +270,18 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         M.save_checkpoint(path, {"model": {}, "config": {}, "step": 2})
     assert M.load_checkpoint(str(path))["step"] == 1  # the old checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # and no temporary file is left behind
+
+
+def test_habit_stats_counts_guesses_and_repeated_last_steps():
+    # 16*7-93: reference steps 16*7=112; 112-93=19. Applying "-93" once more gives -74.
+    q = "16*7-93"
+    texts = ["#57", "16*7=112;112-93=19;#19", "16*7=112;112-93=19;19-93=-74;#-74", "16*7=112;112-93=20;#20"]
+    h = R.habit_stats([q] * 4, texts)
+    assert h == {"guess": 0.25, "repeat": 0.25}
+    # the corpus knobs drive the measured rates: none without the habits, many with them
+    rng = random.Random(0)
+    probs = [R.make_problem(rng, R.TaskConfig()) for _ in range(2000)]
+    none = R.habit_stats([p.question for p in probs], [R.solution_text(rng, p, R.CorpusConfig(guess=0, repeat=0)) for p in probs])
+    many = R.habit_stats([p.question for p in probs], [R.solution_text(rng, p, R.CorpusConfig(guess=0.2, repeat=0.2)) for p in probs])
+    assert none["guess"] == 0 and none["repeat"] < 0.005
+    assert 0.15 < many["guess"] < 0.25 and 0.1 < many["repeat"] < 0.2
