@@ -224,6 +224,19 @@ def matmul_gflops(device, dtype=torch.float32, n=1024, reps=10):
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def copy_gbps(device, mib=256, reps=5):
+    """The machine's measured memory bandwidth: bytes read + written per second by a large tensor copy."""
+    a = torch.ones(mib * 2 ** 18, device=device)  # mib MiB of fp32
+    b = torch.empty_like(a)
+    b.copy_(a)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        b.copy_(a)
+    sync(device)
+    return 2 * a.numel() * 4 * reps / (time.perf_counter() - t) / 1e9
+
+
 def peak_memory_mb(device):
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 20
@@ -237,9 +250,10 @@ def bench(args):
     device = pick_device(args.device)
     torch.manual_seed(0)
     model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
-    gflops = matmul_gflops(device)
+    gflops, gbps = matmul_gflops(device), copy_gbps(device)
     print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
-          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s")
+          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s, "
+          f"memory copy {gbps:.1f} GB/s")
     for rows in args.rows:
         prompts = [prompt_ids(p) for p in make_split("test", rows)]
         tps = {}
@@ -254,9 +268,16 @@ def bench(args):
             tps[name] = ro.response.numel() / dt
             print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
         floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
+        # what a decode step must read at least: the weights once, and every cached key and value (fp32),
+        # on average over the run (prompt + half the response cached)
+        cfg = model.config
+        avg_t = sum(len(p) for p in prompts) / rows + args.new_tokens / 2
+        kv_bytes = 2 * cfg.n_layer * rows * avg_t * cfg.n_embd * 4
+        mem_ms = (4 * model.num_params() + kv_bytes) / (gbps * 1e9) * 1e3
         step_ms = rows / tps["kv cache"] * 1e3
         print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
-              f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor)")
+              f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
+              f"memory floor {mem_ms:.2f} ms ({kv_bytes / 2 ** 20:.0f} MiB of KV cache read per step)")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
 
 
