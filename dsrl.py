@@ -92,7 +92,7 @@ SUITE_STEPS = {"tiny": None, "cpu": 40, "gpu": None}  # RL steps per suite run (
 # batch (val pass@1 0.29 -> 0.24, seed 0), while 32 x 8 reached 0.37 by step 40 (dsrl.py --preset cpu).
 SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)
 GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: where is it stable? (design.md section 2.1)
-GRID_SHARE = 0.5                             # grid runs last half the RL steps (cpu: 40), evaluated 10 times
+GRID_SHARE = 0.5                             # grid runs last half the RL steps (cpu: 20), evaluated 10 times
 TOLERANCE = 0.03                             # "did not hurt": val pass@1 at most this far below the base
 MECH_LRS = (1e-5, 3e-5, 1e-4)                # NSR-PreRL phases of 10% of the steps: which errors go first?
 CORE = ("grpo", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
@@ -129,8 +129,8 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
                          warmup_steps=S5, warmup_lr=nsr_lr))
         jobs.append(dict(name="nohabits-nsr-prerl", objective="nsr-prerl", seed=seed, steps=grid_steps,
                          base=base_nohabits, lr=nsr_lr, eval_every=max(1, grid_steps // 10)))
-        # the mechanism (paper section 5: NSR-PreRL prunes wrong patterns of P(y)): do short NSR-PreRL phases
-        # remove the prompt-independent habits (guess, repeat) faster than the prompt-dependent slips?
+        # the mechanism (abstract: NSR-PreRL "prunes incorrect reasoning spaces"): do short NSR-PreRL
+        # phases remove the prompt-independent habits (guess, repeat) faster than the prompt-dependent slips?
         n = max(1, round(max(SWEEP) / 2 * steps))
         jobs.append(dict(name="mech-base", kind="base", seed=seed, base=base))
         jobs += [dict(name=f"mech-lr{lr:g}", objective="nsr-prerl", seed=seed, steps=n, base=base, lr=lr,
@@ -216,13 +216,14 @@ def alignment_study(base_path, preset, device, n=256, seed=0):
     stats, per_sample = gradient_alignment(model, ro, max_samples=n)
     with torch.no_grad():
         lc, ent = conditional_logprobs(model, ro)
-        lm, _ = pretrain_logprobs(model, ro.response)
+        lm, ent_m = pretrain_logprobs(model, ro.response)
     gap = logprob_gap(lc, lm, ro.mask)
-    T = ro.mask.size(1)
-    by_pos = [(float(gap[:, t][ro.mask[:, t]].mean()), float(ent[:, t][ro.mask[:, t]].mean()))
-              for t in range(T) if ro.mask[:, t].any()]
-    # per token: the gap against the entropy of P(y_t|x, y<t) (are the big gaps the uncertain tokens?)
-    tok = [(float(g), float(e)) for g, e in zip(gap[ro.mask], ent[ro.mask])]
+    T, M = ro.mask.size(1), ro.mask
+    # per position and per token: the gap with the entropy of P(y_t|x, y<t) and of P(y_t|y<t)
+    # (are the big gaps the uncertain tokens, and uncertain in which space?)
+    by_pos = [(float(gap[:, t][M[:, t]].mean()), float(ent[:, t][M[:, t]].mean()), float(ent_m[:, t][M[:, t]].mean()))
+              for t in range(T) if M[:, t].any()]
+    tok = [(round(float(g), 4), round(float(e), 4), round(float(em), 4)) for g, e, em in zip(gap[M], ent[M], ent_m[M])]
     return {"stats": stats, "per_sample": per_sample, "gap_by_position": by_pos,
             "gap_mean": float(gap.sum() / ro.mask.sum()), "gap_entropy_tokens": tok}
 
@@ -361,16 +362,19 @@ def suite_figures(out_dir, summary, runs, align):
     save(fig, "c1_alignment.png")
     # C2: the per-position gap, coloured by the entropy of P(y_t|x, y<t); and the gap against entropy per token
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    gap, ent = zip(*align["gap_by_position"])
+    gap, ent = [g[0] for g in align["gap_by_position"]], [g[1] for g in align["gap_by_position"]]
     sc = a1.scatter(range(len(gap)), gap, c=ent, cmap="viridis", s=12)
-    fig.colorbar(sc, ax=a1, label="mean entropy (nats)")
+    fig.colorbar(sc, ax=a1, label="mean entropy of P(y_t|x,y<t) (nats)")
     a1.set(xlabel="response position t", ylabel="mean |log P(y_t|x,y<t) - log P(y_t|y<t)|", yscale="log",
            title="C2: where the two spaces differ")
-    tg, te = zip(*align["gap_entropy_tokens"])
-    order = sorted(range(len(te)), key=te.__getitem__)
-    bins = [order[i * len(order) // 10:(i + 1) * len(order) // 10] for i in range(10)]
-    a2.plot([sum(te[i] for i in b) / len(b) for b in bins], [sum(tg[i] for i in b) / len(b) for b in bins], marker="o")
-    a2.set(xlabel="token entropy under P(y|x) (deciles)", ylabel="mean gap (nats)", title="gap by entropy decile")
+    tokens = align["gap_entropy_tokens"]
+    for col, label in ((1, "P(y_t|x,y<t)"), (2, "P(y_t|y<t)")):
+        order = sorted(tokens, key=lambda x: x[col])
+        bins = [order[i * len(order) // 10:(i + 1) * len(order) // 10] for i in range(10)]
+        a2.plot([sum(x[col] for x in b) / len(b) for b in bins], [sum(x[0] for x in b) / len(b) for b in bins],
+                marker="o", label=f"entropy of {label}")
+    a2.set(xlabel="token entropy, decile mean (nats)", ylabel="mean gap (nats)", title="gap by entropy decile")
+    a2.legend(fontsize=7)
     save(fig, "c2_gap.png")
     # C3: PSR-PreRL and full PreRL over the whole run; NSR-PreRL (the grid) over its shorter runs
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -467,13 +471,16 @@ def claims_report(summary, runs, align):
           f"{st['n']} responses: mean cosine {st['cosine_mean']:.3f}, negative inner products "
           f"{100 * st['inner_negative_share']:.1f}%, inner product mean {st['inner_mean']:.3g} "
           f"(min {st['inner_min']:.3g}, max {st['inner_max']:.3g})"]
-    gp = [g for g, _ in align["gap_by_position"]]
-    tg, te = zip(*align["gap_entropy_tokens"])
-    mg, me = sum(tg) / len(tg), sum(te) / len(te)
-    cov = sum((g - mg) * (e - me) for g, e in zip(tg, te))
-    r = cov / (sum((g - mg) ** 2 for g in tg) * sum((e - me) ** 2 for e in te)) ** 0.5
-    L += ["## C2 per-token gap", f"mean gap by position: t=0 {gp[0]:.2f}, t=1 {gp[1]:.2f}, t=2 {gp[2]:.2f}, "
-          f"t>=3 {sum(gp[3:]) / len(gp[3:]):.2f} nats; Pearson r(gap, entropy) over {len(tg)} tokens: {r:.2f}"]
+    import statistics
+    gp = [g[0] for g in align["gap_by_position"]]
+    tg, te, tem = zip(*align["gap_entropy_tokens"])
+    top = sorted(range(len(tg)), key=tg.__getitem__)[-len(tg) // 10:]  # the 10% of tokens with the largest gap
+    L += ["## C2 per-token gap", f"mean gap by position: " + ", ".join(f"t={t} {gp[t]:.2f}" for t in range(6)) +
+          f", t>=6 {statistics.fmean(gp[6:]):.2f} nats (token-weighted mean {align['gap_mean']:.2f}); "
+          f"Pearson r(gap, entropy of P(y|x)) {statistics.correlation(tg, te):.2f}, r(gap, entropy of P(y)) "
+          f"{statistics.correlation(tg, tem):.2f} over {len(tg)} tokens; the 10% largest-gap tokens: mean entropy "
+          f"{statistics.fmean(te[i] for i in top):.2f} under P(y|x) (all tokens {statistics.fmean(te):.2f}), "
+          f"{statistics.fmean(tem[i] for i in top):.2f} under P(y) (all {statistics.fmean(tem):.2f})"]
     L += ["## C3 PreRL alone (val pass@1, seed mean)"]
     for name in ("grpo", "psr-prerl", "prerl", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
         c = cfg[name]["curve"]

@@ -285,3 +285,12 @@ def test_habit_stats_counts_guesses_and_repeated_last_steps():
     many = R.habit_stats([p.question for p in probs], [R.solution_text(rng, p, R.CorpusConfig(guess=0.2, repeat=0.2)) for p in probs])
     assert none["guess"] == 0 and none["repeat"] < 0.005
     assert 0.15 < many["guess"] < 0.25 and 0.1 < many["repeat"] < 0.2
+
+
+def test_held_out_splits_rarely_meet_training_questions():
+    # the splits share one distribution (own seed streams, no rejection): check that overlap stays rare
+    train = {R.make_problem(random.Random(s), R.TaskConfig()).question for s in range(5000)}
+    test = {p.question for p in R.make_split("test", 400)}
+    val = {p.question for p in R.make_split("val", 200)}
+    assert len(test & train) <= 2 and len(val & train) <= 2 and len(test & val) <= 1
+    assert {p.question for p in R.make_split("val", 50)} != {p.question for p in R.make_split("test", 50)}
