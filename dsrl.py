@@ -328,7 +328,8 @@ def suite(args, device, preset):
     with open(os.path.join(out_dir, "runs", "alignment-s0.json")) as f:
         align = json.load(f)
     with open(os.path.join(out_dir, "suite.md"), "w") as f:
-        f.write(f"# paper suite ({preset}, {args.seeds} seeds)\n\n`{summary['command']}`: {summary['wall_minutes']:.0f} min"
+        f.write(f"# paper suite ({preset}, {args.seeds} seeds)\n\n`{summary['command']}`: this invocation "
+                f"{summary['wall_minutes']:.1f} min (runs whose JSON was already on disk were reused)"
                 f"\n\n{suite_table(summary)}\n\n{claims_report(summary, runs, align)}\n")
     suite_figures(out_dir, summary, runs, align)
     print(f"wrote {out_dir}/suite.json and figures: {len(stage1) + len(stage2)} jobs, "
@@ -496,7 +497,8 @@ def claims_report(summary, runs, align):
         cells = []
         for mk in MARKERS:
             v, b, g = (cfg[n][f"test/{mk}_share"][0] for n in (name, "base", "grpo"))
-            cells.append(f"{mk} {100 * v:.1f}% (x{ratio(v, b)} base, x{ratio(v, g)} grpo)")
+            cells.append(f"{mk} {100 * v:.1f}% (x{ratio(v, b)} base, x{ratio(v, g)} grpo; "
+                         f"{cfg[name][f'test/{mk}_per_response'][0]:.3f} per response)")
         L.append(f"- {name}: " + "; ".join(cells) + f"; length {cfg[name]['test/length'][0]:.1f}")
     L += ["## C5 DSRL vs GRPO (paired by seed)"]
     for name in dict.fromkeys((D, sweep_name(0.05))):
