@@ -165,9 +165,13 @@ def run_job(job, preset, device, out_dir, threads):
     import torch
     torch.set_num_threads(threads)
     path = os.path.join(out_dir, "runs", f"{job['name']}-s{job['seed']}")
-    if os.path.exists(path + ".json"):
-        return path + ".json"
+    if os.path.exists(path + ".json"):  # reuse a finished job only if it ran with the same settings
+        with open(path + ".json") as f:
+            rec = json.load(f)
+        if all(rec.get(k) == v for k, v in job.items()) and rec.get("suite_hp", SUITE_HP[preset]) == SUITE_HP[preset]:
+            return path + ".json"
     kind = job.get("kind", "rl")
+    job = {**job, "suite_hp": SUITE_HP[preset]}
     if kind == "pretrain":
         from reward import CorpusConfig
         _, m, _ = pretrain(preset, job["dir"], device, seed=job["seed"], resume=True, progress=False,

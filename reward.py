@@ -293,9 +293,8 @@ def habit_stats(questions, texts):
     guess = repeat = 0
     for q, t in zip(questions, texts):
         guess += t.startswith("#")
-        a, op, b, r = solution_steps(*parse_question(q))[-1]
+        _, op, b, r = solution_steps(*parse_question(q))[-1]  # the last step of the reference solution
         m = _ANSWER.search(t)
         twice = r + b if op == "+" else r - b if op == "-" else r * b
         repeat += m is not None and twice != r and int(m.group(1)) == twice
     return {"guess": guess / max(1, len(texts)), "repeat": repeat / max(1, len(texts))}
-

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
-from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, habit_stats, decode, encode, make_split,
-                    reflection_stats, score, solve, MARKERS)
+from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, decode, encode, habit_stats,
+                    make_split, reflection_stats, score, solve, MARKERS)
 
 
 @dataclass
@@ -156,7 +156,8 @@ def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=Non
     m["length"] = sum(lengths) / len(lengths)
     m["truncated"] = truncated / len(texts)
     m.update({f"reflection_{k}": v for k, v in reflection_stats(texts).items()})
-    m.update({f"habit_{k}": v for k, v in habit_stats([p.question for p in problems for _ in range(n)], texts).items()})
+    questions = [p.question for p in problems for _ in range(n)]
+    m.update({f"habit_{k}": v for k, v in habit_stats(questions, texts).items()})
     return m, samples
 
 

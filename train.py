@@ -176,7 +176,8 @@ RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share a
 }
 
 
-RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", temperature=1.0)
+RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
+                   temperature=1.0)
 
 
 def default_warmup(steps):

@@ -110,3 +110,16 @@ def test_choose_nsr_lr_takes_the_largest_rate_that_does_not_hurt():
 def test_mean_ci_is_the_t_interval():
     m, h = dsrl.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and abs(h - 4.30 * 1.0 / 3 ** 0.5) < 1e-9
+
+
+def test_suite_reuses_a_finished_job_only_with_the_same_settings(tiny_base, tmp_path):
+    (tmp_path / "runs").mkdir()
+    job = dict(name="grid-lr0.001", objective="nsr-prerl", seed=0, steps=1, base=str(tiny_base), lr=1e-3, eval_every=1)
+    path = dsrl.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
+    first = json.load(open(path))
+    assert first["lr"] == 1e-3 and first["suite_hp"] == dsrl.SUITE_HP["tiny"]
+    stamp = open(path).read()
+    dsrl.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
+    assert open(path).read() == stamp  # same settings: reused, not rerun
+    dsrl.run_job({**job, "lr": 1e-2}, "tiny", "cpu", str(tmp_path), threads=1)
+    assert json.load(open(path))["lr"] == 1e-2  # another learning rate under the same name: run again
