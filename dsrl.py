@@ -118,6 +118,9 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
     jobs = []
     for seed in seeds:
         jobs += [dict(name=obj, objective=obj, seed=seed, steps=steps, base=base) for obj in CORE]
+        # C3's collapse came after ~150 of 348 steps in the paper: PSR-PreRL and full PreRL also run 3x longer
+        jobs += [dict(name=f"{obj}-long", objective=obj, seed=seed, steps=3 * steps, base=base,
+                      eval_every=max(1, 3 * steps // 12)) for obj in ("psr-prerl", "prerl")]
         jobs += [dict(name=sweep_name(share), objective="dsrl", seed=seed, steps=steps, base=base, warmup_lr=nsr_lr,
                       warmup_steps=max(1, round(share * steps))) for share in SWEEP]
         jobs.append(dict(name="nsr-rl-warmup", objective="nsr-rl-warmup", seed=seed, steps=steps, base=base,
@@ -383,7 +386,7 @@ def suite_figures(out_dir, summary, runs, align):
     save(fig, "c2_gap.png")
     # C3: PSR-PreRL and full PreRL over the whole run; NSR-PreRL (the grid) over its shorter runs
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name in ("grpo", "psr-prerl", "prerl", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
+    for name in ("grpo", "psr-prerl-long", "prerl-long", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
         band(ax, cfg[name]["curve"], name.replace("grid-lr", "nsr-prerl lr "), ls="--" if "grid" in name else "-")
     ax.set(xlabel="RL step", ylabel="val pass@1", title="C3: PreRL alone (mean, 95% CI over seeds)")
     ax.legend(fontsize=7)
@@ -487,7 +490,8 @@ def claims_report(summary, runs, align):
           f"{statistics.fmean(te[i] for i in top):.2f} under P(y|x) (all tokens {statistics.fmean(te):.2f}), "
           f"{statistics.fmean(tem[i] for i in top):.2f} under P(y) (all {statistics.fmean(tem):.2f})"]
     L += ["## C3 PreRL alone (val pass@1, seed mean)"]
-    for name in ("grpo", "psr-prerl", "prerl", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
+    for name in ("grpo", "psr-prerl", "prerl", "psr-prerl-long", "prerl-long",
+                 *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
         c = cfg[name]["curve"]
         peak = max(c, key=lambda x: x[1])
         L.append(f"- {name}: step 0 {c[0][1]:.3f}, peak {peak[1]:.3f} at step {peak[0]}, final {c[-1][1]:.3f} "

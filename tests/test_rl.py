@@ -82,7 +82,9 @@ def test_paper_suite_machinery_on_tiny(tmp_path):
     d = tmp_path / "tiny/suite"
     s = json.load(open(d / "suite.json"))
     assert {"base", "grpo", "dsrl-S5%", "dsrl-S20%", "nsr-rl-warmup", "psr-prerl", "prerl", "psr", "nsr",
-            "w-reinforce", "grid-lr0.0001", "grid-lr1e-06", "nohabits-dsrl", "nohabits-nsr-prerl"} <= set(s["configs"])
+            "w-reinforce", "grid-lr0.0001", "grid-lr1e-06", "nohabits-dsrl", "nohabits-nsr-prerl", "prerl-long",
+            "mech-lr0.0001"} <= set(s["configs"])
+    assert json.load(open(d / "runs/prerl-long-s0.json"))["steps"] == 6  # 3x the suite's 2 steps
     assert s["nsr_lr"] in dsrl.GRID_LRS and s["dsrl"] in s["configs"]
     assert "passk/pass@64" in s["configs"]["psr"] and "passk/pass@64" in s["configs"]["base"]
     # the NSR phases of stage 2 really use the chosen learning rate
