@@ -22,59 +22,100 @@ from train import (OBJECTIVES, RL, Diverged, check_rl_args, common_args, default
                    pretrain, rl_train)
 
 
-def final_eval(model, preset, n, seed):
-    """Held-out and OOD metrics of one model (k up to n)."""
-    hp = RL[preset]
-    return {split: evaluate(model, make_split(split, hp["eval_problems"]), n=n, max_new_tokens=hp["max_new_tokens"],
-                            seed=seed + 7, progress=True)[0] for split in ("test", "ood")}
+def final_metrics(model, preset, seed, problems, n=(8, 4), passk=0, progress=False):
+    """Held-out metrics of a finished model: `problems` test and ood problems with n[0] and n[1] samples each,
+    and pass@k up to 64 on `passk` test problems (0: none)."""
+    tokens = RL[preset]["max_new_tokens"]
+    final = {split: evaluate(model, make_split(split, problems), n=k, max_new_tokens=tokens, seed=seed + offset,
+                             progress=progress)[0] for split, k, offset in (("test", n[0], 7), ("ood", n[1], 8))}
+    if passk:
+        final["passk"] = evaluate(model, make_split("test", passk), n=64, max_new_tokens=tokens, seed=seed + 11)[0]
+    return final
 
 
-def results_table(results, n):
-    """Markdown table: one row per model and split."""
-    ks = [k for k in (1, 4, 16) if k <= n]
-    head = ["model", "split"] + [f"pass@{k}" for k in ks] + [f"{m} %" for m in MARKERS] + ["length"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, by_split in results.items():
-        for split, m in by_split.items():
-            cells = [name, split] + [f"{m[f'pass@{k}']:.3f}" for k in ks]
-            cells += [f"{100 * m[f'{mk}_share']:.1f}" for mk in MARKERS] + [f"{m['length']:.1f}"]
-            rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+def markdown_table(rows, cols, label=""):
+    """rows: {label: {key: value or (mean, 95% half-width)}}; cols: [(key, header, scale)]. Values scaled by 100
+    (shares in %) get one decimal, the others three. A label may span columns ("model | split")."""
+    out = [f"| {label} | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + label.count("|") + 1) + "|"]
+    for label, m in rows.items():
+        cells = []
+        for key, _, f in cols:
+            v, ci = m[key] if isinstance(m[key], (tuple, list)) else (m[key], float("nan"))
+            d = 1 if f == 100 else 3
+            cells.append(f"{v * f:.{d}f}" + (f" ± {ci * f:.{d}f}" if ci == ci else ""))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# -----------------------------------------------------------------------------
+# figures of dsrl.py and of the suite. A value is a (mean, 95% half-width) pair; the half-width is nan for one seed
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, out_dir, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name), dpi=100)
+
+
+def _ci(mc):
+    """The interval half-width of a (mean, ci) pair; 0 when undefined (one seed)."""
+    return 0.0 if mc[1] != mc[1] else mc[1]
+
+
+def plot_curves(ax, curves, dashed=()):
+    """curves: {label: [(step, mean, ci), ...]}: a line per label with its 95% band."""
+    for label, c in curves.items():
+        x, m, ci = zip(*c)
+        ci = [_ci(p) for p in zip(m, ci)]
+        line, = ax.plot(x, m, marker=".", label=label, ls="--" if label in dashed else "-")
+        ax.fill_between(x, [a - b for a, b in zip(m, ci)], [a + b for a, b in zip(m, ci)], alpha=0.15,
+                        color=line.get_color())
+    ax.legend(fontsize=7)
+
+
+def plot_markers(ax, shares):
+    """shares: {model: {marker: (mean, ci)}} as fractions of responses: one group of bars per model."""
+    names = list(shares)
+    for i, mk in enumerate(MARKERS):
+        ax.bar([j + 0.4 * i for j in range(len(names))], [100 * shares[n][mk][0] for n in names], 0.4,
+               yerr=[100 * _ci(shares[n][mk]) for n in names], label=mk)
+    ax.set_xticks([j + 0.2 for j in range(len(names))], names, rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel="% of test responses")
+    ax.legend()
+
+
+def plot_passk(ax, passk):
+    """passk: {model: {k: pass@k}}: one line per model over log-spaced k."""
+    for name, by_k in passk.items():
+        ks = sorted(by_k)
+        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=name)
+    ax.set(xscale="log", xlabel="k")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.legend(fontsize=7)
 
 
 def figures(out_dir, curves, results, warmup_steps, names):
     """accuracy.png: held-out pass@1 vs RL step per run; markers.png: marker shares per model;
     pass_at_k.png: held-out pass@k per model."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt, one = pyplot(), (lambda v: (v, float("nan")))
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, evals in curves.items():
-        ax.plot([e["step"] for e in evals], [e["pass@1"] for e in evals], marker="o", label=name)
     ax.axvline(warmup_steps, color="gray", ls=":", label=f"S = {warmup_steps}")
+    plot_curves(ax, {n: [(e["step"], *one(e["pass@1"])) for e in evals] for n, evals in curves.items()})
     ax.set(xlabel="RL step", ylabel="held-out pass@1", title="GRPO vs " + names[-1])
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "accuracy.png"), dpi=120)
+    save(fig, out_dir, "accuracy.png")
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    w = 0.8 / len(results)
-    for i, (name, by_split) in enumerate(results.items()):
-        ax.bar([j + i * w for j in range(len(MARKERS))], [100 * by_split["test"][f"{m}_share"] for m in MARKERS],
-               w, label=name)
-    ax.set_xticks([j + w * (len(results) - 1) / 2 for j in range(len(MARKERS))], MARKERS)
-    ax.set(ylabel="% of held-out responses", title="reflection and transition markers")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "markers.png"), dpi=120)
+    plot_markers(ax, {n: {mk: one(r["test"][f"{mk}_share"]) for mk in MARKERS} for n, r in results.items()})
+    ax.set(title="reflection and transition markers")
+    save(fig, out_dir, "markers.png")
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, by_split in results.items():
-        ks = sorted(int(k[5:]) for k in by_split["test"] if k.startswith("pass@"))
-        ax.plot(ks, [by_split["test"][f"pass@{k}"] for k in ks], marker="o", label=name)
-    ax.set(xscale="log", xlabel="k", ylabel="held-out pass@k")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "pass_at_k.png"), dpi=120)
+    plot_passk(ax, {n: {int(k[5:]): v for k, v in r["test"].items() if k.startswith("pass@")} for n, r in results.items()})
+    ax.set(ylabel="held-out pass@k")
+    save(fig, out_dir, "pass_at_k.png")
     plt.close("all")
 
 
@@ -143,16 +184,10 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
     return jobs
 
 
-def final_metrics(model, preset, seed, passk):
-    """What the suite reports of a finished model: test and ood metrics, and pass@k up to 64 if asked."""
-    hp = dict(RL[preset], **SUITE_HP[preset])
-    n_test = 2 * hp["eval_problems"]
-    final = {"test": evaluate(model, make_split("test", n_test), n=8, max_new_tokens=hp["max_new_tokens"], seed=seed + 7)[0],
-             "ood": evaluate(model, make_split("ood", n_test), n=4, max_new_tokens=hp["max_new_tokens"], seed=seed + 8)[0]}
-    if passk:
-        final["passk"] = evaluate(model, make_split("test", hp["eval_problems"]), n=64,
-                                  max_new_tokens=hp["max_new_tokens"], seed=seed + 11)[0]
-    return final
+def suite_final(model, preset, seed, passk):
+    """What the suite reports of a finished model: twice its curve's problems for test and ood; pass@k on as many."""
+    n = dict(RL[preset], **SUITE_HP[preset])["eval_problems"]
+    return final_metrics(model, preset, seed, 2 * n, passk=n if passk else 0)
 
 
 def write_json(path, obj):
@@ -163,7 +198,7 @@ def write_json(path, obj):
 
 def run_job(job, preset, device, out_dir, threads):
     """One suite job in its own process; writes runs/<name>-s<seed>.json (skipped if it exists: resumable).
-    Kinds: an RL run (trained with resume, then final_metrics), the base model's final metrics for one seed,
+    Kinds: an RL run (trained with resume, then suite_final), the base model's final metrics for one seed,
     a pre-training run, the alignment study."""
     import torch
     torch.set_num_threads(threads)
@@ -184,7 +219,7 @@ def run_job(job, preset, device, out_dir, threads):
         record = {**job, **alignment_study(job["base"], preset, device, seed=job["seed"])}
     elif kind == "base":
         model = model_from_checkpoint(load_checkpoint(job["base"]), device)
-        record = {**job, "final": final_metrics(model, preset, job["seed"], passk=job.get("passk", True))}
+        record = {**job, "final": suite_final(model, preset, job["seed"], passk=job.get("passk", True))}
     else:
         over = {**SUITE_HP[preset], **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
         model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
@@ -192,7 +227,7 @@ def run_job(job, preset, device, out_dir, threads):
                                          progress=False, resume=True, **over)
         keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
                 "logp_negative", "skipped", "t_sample", "t_learn")
-        record = {**job, "evals": evals, "final": final_metrics(model, preset, job["seed"], job.get("passk")),
+        record = {**job, "evals": evals, "final": suite_final(model, preset, job["seed"], job.get("passk")),
                   "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
     write_json(path + ".json", record)
     if os.path.exists(path + ".pt"):
@@ -345,29 +380,16 @@ def suite(args, device, preset):
 
 def suite_figures(out_dir, summary, runs, align):
     """One PNG per claim (C1-C7) plus the NSR-PreRL grid, in out_dir."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     cfg, dsrl_name = summary["configs"], summary["dsrl"]
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=100)
-
-    def band(ax, c, label, **kw):
-        x, m, ci = zip(*c)
-        ci = [0.0 if v != v else v for v in ci]  # one seed: no interval
-        line, = ax.plot(x, m, marker=".", label=label, **kw)
-        ax.fill_between(x, [a - b for a, b in zip(m, ci)], [a + b for a, b in zip(m, ci)], alpha=0.15,
-                        color=line.get_color())
-
+    grid = {f"nsr-prerl lr {lr:g}": f"grid-lr{lr:g}" for lr in GRID_LRS}  # label -> configuration
     # C1: per-response cosine of grad log P(y|x) and grad log P(y)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     st = align["stats"]
     ax.hist(align["per_sample"]["cosine"], bins=30)
     ax.set(xlabel="cosine(grad log P(y|x), grad log P(y))", ylabel="responses",
            title=f"C1: mean {st['cosine_mean']:.2f}, {100 * st['inner_negative_share']:.1f}% negative (n={st['n']})")
-    save(fig, "c1_alignment.png")
+    save(fig, out_dir, "c1_alignment.png")
     # C2: the per-position gap, coloured by the entropy of P(y_t|x, y<t); and the gap against entropy per token
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     gap, ent = [g[0] for g in align["gap_by_position"]], [g[1] for g in align["gap_by_position"]]
@@ -383,42 +405,32 @@ def suite_figures(out_dir, summary, runs, align):
                 marker="o", label=f"entropy of {label}")
     a2.set(xlabel="token entropy, decile mean (nats)", ylabel="mean gap (nats)", title="gap by entropy decile")
     a2.legend(fontsize=7)
-    save(fig, "c2_gap.png")
+    save(fig, out_dir, "c2_gap.png")
     # C3: PSR-PreRL and full PreRL over the whole run; NSR-PreRL (the grid) over its shorter runs
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name in ("grpo", "psr-prerl-long", "prerl-long", *[f"grid-lr{lr:g}" for lr in GRID_LRS]):
-        band(ax, cfg[name]["curve"], name.replace("grid-lr", "nsr-prerl lr "), ls="--" if "grid" in name else "-")
+    plot_curves(ax, {**{n: cfg[n]["curve"] for n in ("grpo", "psr-prerl-long", "prerl-long")},
+                     **{label: cfg[n]["curve"] for label, n in grid.items()}}, dashed=grid)
     ax.set(xlabel="RL step", ylabel="val pass@1", title="C3: PreRL alone (mean, 95% CI over seeds)")
-    ax.legend(fontsize=7)
-    save(fig, "c3_prerl_alone.png")
+    save(fig, out_dir, "c3_prerl_alone.png")
     # C4: marker shares of final test responses, and the wait share along the NSR-PreRL runs
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    names = ["base", "grpo", dsrl_name, "nsr-rl-warmup", *[f"grid-lr{lr:g}" for lr in GRID_LRS]]
-    for i, mk in enumerate(MARKERS):
-        a1.bar([j + 0.4 * i for j in range(len(names))], [100 * cfg[n][f"test/{mk}_share"][0] for n in names], 0.4,
-               yerr=[100 * _ci(cfg[n][f"test/{mk}_share"]) for n in names], label=mk)
-    a1.set_xticks([j + 0.2 for j in range(len(names))], [n.replace("grid-lr", "nsr-prerl ") for n in names],
-                  rotation=45, ha="right", fontsize=7)
-    a1.set(ylabel="% of test responses", title="C4: markers after each run")
-    a1.legend()
-    for lr in GRID_LRS:
-        band(a2, cfg[f"grid-lr{lr:g}"]["wait_curve"], f"nsr-prerl lr {lr:g}")
+    named = {n: n for n in ("base", "grpo", dsrl_name, "nsr-rl-warmup")} | grid
+    plot_markers(a1, {label: {mk: cfg[n][f"test/{mk}_share"] for mk in MARKERS} for label, n in named.items()})
+    a1.set(title="C4: markers after each run")
+    plot_curves(a2, {label: cfg[n]["wait_curve"] for label, n in grid.items()})
     a2.set(xlabel="RL step", ylabel="val share with 'wait'", title="wait along NSR-PreRL")
-    a2.legend(fontsize=7)
-    save(fig, "c4_markers.png")
+    save(fig, out_dir, "c4_markers.png")
     # C5: GRPO vs DSRL along the run, and the S sweep (S = 0 is GRPO)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    band(a1, cfg["grpo"]["curve"], "grpo")
-    band(a1, cfg[dsrl_name]["curve"], dsrl_name)
+    plot_curves(a1, {n: cfg[n]["curve"] for n in ("grpo", dsrl_name)})
     a1.set(xlabel="RL step", ylabel="val pass@1", title="C5: DSRL vs GRPO")
-    a1.legend()
     xs = [0] + [100 * sh for sh in SWEEP]
     for split, key in (("test", "test/pass@1"), ("ood", "ood/pass@1")):
         ys = [cfg["grpo"][key]] + [cfg[sweep_name(sh)][key] for sh in SWEEP]
         a2.errorbar(xs, [y[0] for y in ys], yerr=[_ci(y) for y in ys], marker="o", capsize=3, label=split)
     a2.set(xlabel="S: NSR-PreRL warmup, % of RL steps", ylabel="final pass@1", title="S sweep")
     a2.legend()
-    save(fig, "c5_dsrl.png")
+    save(fig, out_dir, "c5_dsrl.png")
     # C6: warmup in the conditional space vs the pre-train space, both followed by the same GRPO
     fig, ax = plt.subplots(figsize=(5, 3.2))
     names = ["grpo", "nsr-rl-warmup", sweep_name(0.05)] + ([dsrl_name] if dsrl_name != sweep_name(0.05) else [])
@@ -426,16 +438,13 @@ def suite_figures(out_dir, summary, runs, align):
            capsize=4)
     ax.set(ylabel="test pass@1", ylim=(min(cfg[n]["test/pass@1"][0] for n in names) - 0.05, None),
            title="C6: NSR warmup in P(y|x) vs P(y)")
-    save(fig, "c6_warmup.png")
+    save(fig, out_dir, "c6_warmup.png")
     # C7: pass@k for k = 1..64
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05)):
-        ks = sorted(int(k.split("@")[1]) for k in cfg[name] if k.startswith("passk/pass@"))
-        ax.plot(ks, [cfg[name][f"passk/pass@{k}"][0] for k in ks], marker="o", label=name)
-    ax.set(xscale="log", xlabel="k", ylabel="test pass@k", title="C7: pass@k (mean over seeds)")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.legend(fontsize=7)
-    save(fig, "c7_passk.png")
+    plot_passk(ax, {n: {int(k.split("@")[1]): v[0] for k, v in cfg[n].items() if k.startswith("passk/pass@")}
+                    for n in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05))})
+    ax.set(ylabel="test pass@k", title="C7: pass@k (mean over seeds)")
+    save(fig, out_dir, "c7_passk.png")
     # the NSR-PreRL grid: val pass@1 minus the base's, learning rate x phase length
     fig, ax = plt.subplots(figsize=(6, 2.8))
     rows = [[m - c[0][1] for _, m, _ in c] for c in (cfg[f"grid-lr{lr:g}"]["curve"] for lr in GRID_LRS)]
@@ -446,13 +455,8 @@ def suite_figures(out_dir, summary, runs, align):
     ax.set(xlabel="NSR-PreRL phase length (steps)", ylabel="learning rate",
            title=f"val pass@1 - base (chosen: {summary['nsr_lr']:g})")
     fig.colorbar(im, ax=ax)
-    save(fig, "grid.png")
+    save(fig, out_dir, "grid.png")
     plt.close("all")
-
-
-def _ci(mc):
-    """The interval half-width of a (mean, ci) pair; 0 when undefined (one seed)."""
-    return 0.0 if mc[1] != mc[1] else mc[1]
 
 
 def paired(runs, a, b, key=("test", "pass@1")):
@@ -483,7 +487,7 @@ def claims_report(summary, runs, align):
     gp = [g[0] for g in align["gap_by_position"]]
     tg, te, tem = zip(*align["gap_entropy_tokens"])
     top = sorted(range(len(tg)), key=tg.__getitem__)[-len(tg) // 10:]  # the 10% of tokens with the largest gap
-    L += ["## C2 per-token gap", f"mean gap by position: " + ", ".join(f"t={t} {gp[t]:.2f}" for t in range(6)) +
+    L += ["## C2 per-token gap", "mean gap by position: " + ", ".join(f"t={t} {gp[t]:.2f}" for t in range(6)) +
           f", t>=6 {statistics.fmean(gp[6:]):.2f} nats (token-weighted mean {align['gap_mean']:.2f}); "
           f"Pearson r(gap, entropy of P(y|x)) {statistics.correlation(tg, te):.2f}, r(gap, entropy of P(y)) "
           f"{statistics.correlation(tg, tem):.2f} over {len(tg)} tokens; the 10% largest-gap tokens: mean entropy "
@@ -521,26 +525,22 @@ def claims_report(summary, runs, align):
           "; ".join(f"{n} {f(cfg[n]['test/pass@1'])}" for n in ("grpo", "nsr-rl-warmup", sweep_name(0.05))),
           f"paired: nsr-rl-warmup - grpo {f(paired(runs, 'nsr-rl-warmup', 'grpo'))}; {sweep_name(0.05)} - "
           f"nsr-rl-warmup {f(paired(runs, sweep_name(0.05), 'nsr-rl-warmup'))}"]
-    L += ["## C7 pass@k (test, 64 samples per problem)"]
+    L += ["## C7 pass@k (test, 64 samples per problem; mean ± 95% CI)"]
     ks = sorted(int(k.split("@")[1]) for k in cfg["base"] if k.startswith("passk/pass@"))
-    L.append("| model | " + " | ".join(f"k={k}" for k in ks) + " |")
-    L.append("|---" * (len(ks) + 1) + "|")
-    for name in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05)):
-        L.append(f"| {name} | " + " | ".join(f"{cfg[name][f'passk/pass@{k}'][0]:.3f}" for k in ks) + " |")
-    if "mech-base" in cfg:
-        L += ["## mechanism: which errors do short NSR-PreRL phases remove? (test, habits base)"]
-        for name in ("mech-base", *[f"mech-lr{lr:g}" for lr in MECH_LRS]):
-            a = {k: cfg[name][f"test/{k}"][0] for k in ("pass@1", "habit_guess", "habit_repeat")}
-            slips = 1 - a["pass@1"] - a["habit_guess"] - a["habit_repeat"]
-            L.append(f"- {name}: pass@1 {f(cfg[name]['test/pass@1'])}; guess {100 * a['habit_guess']:.2f}%, "
-                     f"repeat {100 * a['habit_repeat']:.2f}%, other wrong {100 * slips:.1f}% of responses; "
-                     f"habits {100 * (a['habit_guess'] + a['habit_repeat']) / max(1e-9, 1 - a['pass@1']):.1f}% of errors")
+    L.append(markdown_table({n: cfg[n] for n in ("base", "grpo", "psr", "nsr", "w-reinforce", sweep_name(0.05))},
+                            [(f"passk/pass@{k}", f"k={k}", 1) for k in ks], label="model"))
+    L += ["## mechanism: which errors do short NSR-PreRL phases remove? (test, habits base)"]
+    for name in ("mech-base", *[f"mech-lr{lr:g}" for lr in MECH_LRS]):
+        a = {k: cfg[name][f"test/{k}"][0] for k in ("pass@1", "habit_guess", "habit_repeat")}
+        slips = 1 - a["pass@1"] - a["habit_guess"] - a["habit_repeat"]
+        L.append(f"- {name}: pass@1 {f(cfg[name]['test/pass@1'])}; guess {100 * a['habit_guess']:.2f}%, "
+                 f"repeat {100 * a['habit_repeat']:.2f}%, other wrong {100 * slips:.1f}% of responses; "
+                 f"habits {100 * (a['habit_guess'] + a['habit_repeat']) / max(1e-9, 1 - a['pass@1']):.1f}% of errors")
     L += ["## with and without the prompt-independent habits"]
     for name in ("base", "grpo", sweep_name(0.05), "nohabits-base", "nohabits-grpo", "nohabits-dsrl",
                  "grid-lr" + f"{summary['nsr_lr']:g}", "nohabits-nsr-prerl"):
-        if name in cfg:
-            L.append(f"- {name}: test pass@1 {f(cfg[name]['test/pass@1'])}, wait "
-                     f"{100 * cfg[name]['test/wait_share'][0]:.1f}%, length {cfg[name]['test/length'][0]:.1f}")
+        L.append(f"- {name}: test pass@1 {f(cfg[name]['test/pass@1'])}, wait "
+                 f"{100 * cfg[name]['test/wait_share'][0]:.1f}%, length {cfg[name]['test/length'][0]:.1f}")
     for name, m in summary["pretrain"].items():
         L.append(f"- {name} (pre-training only, 200 test problems x 8): pass@1 {m['pass@1']:.3f}, "
                  f"wait {100 * m['wait_share']:.1f}%")
@@ -549,15 +549,10 @@ def claims_report(summary, runs, align):
 
 def suite_table(summary):
     """Markdown: every configuration's final numbers, mean +- 95% CI over seeds."""
-    cols = [("test/pass@1", "test pass@1", 1), ("test/pass@8", "test pass@8", 1), ("ood/pass@1", "ood pass@1", 1),
-            ("test/wait_share", "wait %", 100), ("test/alternatively_share", "alternatively %", 100),
-            ("test/length", "length", 1)]
-    rows = ["| config | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, agg in summary["configs"].items():
-        cells = [f"{agg[k][0] * f:.3f} ± {_ci(agg[k]) * f:.3f}" if f == 1 else f"{agg[k][0] * f:.1f} ± {_ci(agg[k]) * f:.1f}"
-                 for k, _, f in cols]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    return markdown_table(summary["configs"], label="config", cols=[
+        ("test/pass@1", "test pass@1", 1), ("test/pass@8", "test pass@8", 1), ("ood/pass@1", "ood pass@1", 1),
+        ("test/wait_share", "wait %", 100), ("test/alternatively_share", "alternatively %", 100),
+        ("test/length", "length", 1)])
 
 
 def main(argv=None):
@@ -609,12 +604,16 @@ def main(argv=None):
         fail(e, 2 if isinstance(e, UserError) else 1)
     t_rl = time.time()
 
-    results = {"base": final_eval(model_from_checkpoint(load_checkpoint(base_path), device), preset,
-                                  args.eval_samples, args.seed)}
+    ev = dict(preset=preset, seed=args.seed, problems=RL[preset]["eval_problems"], n=(args.eval_samples,) * 2,
+              progress=True)
+    results = {"base": final_metrics(model_from_checkpoint(load_checkpoint(base_path), device), **ev)}
     for name in names:
-        results[name] = final_eval(models[name], preset, args.eval_samples, args.seed)
+        results[name] = final_metrics(models[name], **ev)
     wall = time.time() - t_start
-    table = results_table(results, args.eval_samples)
+    ks = [k for k in (1, 4, 16) if k <= args.eval_samples]
+    table = markdown_table({f"{name} | {split}": m for name, by_split in results.items() for split, m in by_split.items()},
+                           [(f"pass@{k}", f"pass@{k}", 1) for k in ks] + [(f"{mk}_share", f"{mk} %", 100) for mk in MARKERS]
+                           + [("length", "length", 1)], label="model | split")
     hw = f"{device}, {os.cpu_count()} CPU cores" if device == "cpu" else device
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],

@@ -278,7 +278,7 @@ def bench(args):
         step_ms = rows / tps["kv cache"] * 1e3
         print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
               f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
-              f"memory floor {mem_ms:.2f} ms ({kv_bytes / 2 ** 20:.0f} MiB of KV cache read per step)")
+              f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read)")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
 
 

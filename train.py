@@ -259,32 +259,16 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         lr = hp["warmup_lr"] if objective in ("dsrl", "nsr-rl-warmup") and step < S else hp["lr"]
         for g in opt.param_groups:
             g["lr"] = lr
-        t0 = time.time()
         problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
-        model.eval()
-        ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
-                      temperature=hp["temperature"], generator=gen)
-        r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
-        t1 = time.time()
-        model.train()
-        loss, st = objective_loss(name, model, ro, r, G, hp, ref)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
-        if finite:
-            opt.step()
-            bad_in_a_row = 0
-        else:  # a blown-up step (NSR can push log-probs to -inf): skip it, count it, stop if it repeats
-            opt.zero_grad(set_to_none=True)
-            bad_in_a_row += 1
-            if bad_in_a_row >= 3:
-                raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
-                               f"(lr {lr}); lower the learning rate")
+        ro, r, loss, st, gnorm, finite, times = rl_step(model, opt, problems, name, hp, gen, ref)
+        bad_in_a_row = 0 if finite else bad_in_a_row + 1
+        if bad_in_a_row >= 3:  # a blown-up step (NSR can push log-probs to -inf) is skipped; 3 in a row stop
+            raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
+                           f"(lr {lr}); lower the learning rate")
         rec = {"step": step + 1, "objective": name, "lr": lr, "loss": loss.item(), "grad_norm": float(gnorm),
                "skipped": not finite, "skipped_total": sum(h["skipped"] for h in history) + (not finite),
                **rollout_stats(ro, r, G), **st,
-               "t_sample": t1 - t0, "t_learn": time.time() - t1}  # measured before any evaluation
+               "t_sample": times[0], "t_learn": times[1] + times[2]}  # measured before any evaluation
         switch = objective in ("dsrl", "nsr-rl-warmup") and step + 1 == S  # right after the NSR phase
         if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
             evals.append(run_eval(step + 1))
@@ -305,42 +289,54 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     return model, history, evals
 
 
+def rl_step(model, opt, problems, name, hp, gen, ref=None):
+    """One online RL step with phase objective `name`: sample G answers per problem from P(y|x), score them,
+    loss, backward, clip, optimizer step. A step whose loss or gradient is not finite is not applied.
+    Returns (rollout, rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob passes / backward)."""
+    device, G = model.lm_head.weight.device, hp["group"]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # honest timings on a GPU
+    t0 = time.perf_counter()
+    model.eval()
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
+                  temperature=hp["temperature"], generator=gen)
+    r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
+    sync()
+    t1 = time.perf_counter()
+    model.train()
+    loss, st = objective_loss(name, model, ro, r, G, hp, ref)
+    sync()
+    t2 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+    if finite:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    sync()
+    return ro, r, loss, st, gnorm, finite, (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+
 def bench_rl_step(preset, device, reps=3, out="out"):
-    """Time one GRPO step of `preset`: sampling / log-prob passes / backward + optimizer step. Uses
-    OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights (every row runs to
-    max_new_tokens: the worst case)."""
+    """Time one GRPO step of `preset` (rl_step, as training runs it): sampling / log-prob passes / backward +
+    optimizer step. Uses OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights
+    (every row runs to max_new_tokens: the worst case)."""
     hp = dict(RL[preset], **RL_DEFAULTS)
     path = os.path.join(out, preset, "base.pt")
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)
     opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
-    rng, gen, G = random.Random(0), torch.Generator(device=device).manual_seed(0), hp["group"]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    rng, gen = random.Random(0), torch.Generator(device=device).manual_seed(0)
     times = []
     for rep in range(reps + 1):  # the first step warms up
         problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
-        sync()
-        t0 = time.perf_counter()
-        model.eval()
-        ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"], generator=gen)
-        r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
-        sync()
-        t1 = time.perf_counter()
-        model.train()
-        loss, _ = objective_loss("grpo", model, ro, r, G, hp)
-        sync()
-        t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync()
-        t3 = time.perf_counter()
+        ro, *_, t = rl_step(model, opt, problems, "grpo", hp, gen)
         if rep:
-            times.append((t1 - t0, t2 - t1, t3 - t2, int(ro.mask.sum()) + ro.prompt.numel()))
+            times.append((*t, int(ro.mask.sum()) + ro.prompt.numel()))
     s, lp, bw, tok = (sum(x[i] for x in times) / reps for i in range(4))
     total = s + lp + bw
-    print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {hp['batch_prompts']}x{G} rows): "
-          f"step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%) + log-prob passes {lp:.2f} s "
+    print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {hp['batch_prompts']}x{hp['group']} "
+          f"rows): step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%) + log-prob passes {lp:.2f} s "
           f"({100 * lp / total:.0f}%) + backward/step {bw:.2f} s ({100 * bw / total:.0f}%); "
           f"training {tok / (lp + bw):.0f} tokens/s")
 
