@@ -1,7 +1,8 @@
 """
 Every objective of the paper, each a pure function of tensors returning (loss, stats).
 
-Design choices, stated up front (paper-digest.md sections 1-4 give the sources):
+Design choices, stated up front (sources: the paper, its official code, a fork of the verl library, and Zhu et
+al. 2025, "The Surprising Effectiveness of Negative Reinforcement in LLM Reasoning"):
 1) Rollouts always come from pi(.|x), B prompts x G samples at temperature 1; rewards r are 0 or 1.
 2) One optimizer step per rollout batch, so the PPO ratio pi/pi_old is exactly 1 when the gradient is
    taken and clipping never fires: GRPO here is REINFORCE with a group baseline. We still write the ratio
@@ -13,7 +14,7 @@ Design choices, stated up front (paper-digest.md sections 1-4 give the sources):
 5) Sample selection (NSR-PreRL / PSR-PreRL) multiplies the token mask, so the token-mean denominator counts
    only the kept samples' tokens, as in the official code.
 6) Aggregation is token-mean by default (the paper's setting); seq-mean-token-mean and Dr. GRPO's
-   seq-mean-token-sum-norm are one switch away.
+   seq-mean-token-sum-norm (a fixed length budget as divisor) are one switch away.
 7) No KL and no entropy bonus by default (the paper's scripts); k3 KL to a reference model is an option.
 Shapes: N = B*G responses, T = response length. logp, mask: (N, T); rewards: (N,).
 """
@@ -65,11 +66,16 @@ def group_advantages(rewards, G, normalize_std=True, eps=1e-6):
     return a.view(-1)
 
 
-def aggregate(per_token, mask, mode="token-mean"):
-    """Reduce a (N, T) per-token loss over the tokens where mask is true.
+def aggregate(per_token, mask, mode="token-mean", norm=None):
+    """Reduce a (N, T) per-token loss over the tokens where mask is true; sequences with no kept token
+    (a sample the objective leaves out) are left out of every denominator.
     token-mean:              sum over all kept tokens / number of kept tokens (long answers weigh more)
     seq-mean-token-mean:     mean over kept sequences of each sequence's token mean
-    seq-mean-token-sum-norm: mean over kept sequences of token sum / T (Dr. GRPO: a constant, not |y|)"""
+    seq-mean-token-sum-norm: mean over kept sequences of (token sum / norm), norm a fixed constant: the run's
+                             length budget max_new_tokens, never the length this batch happened to generate.
+                             Dr. GRPO's point: no denominator that depends on the sample. verl divides by its
+                             loss_scale_factor (default: the response-length budget) and *sums* over sequences;
+                             the mean here differs from that by the number of kept sequences, a scale only."""
     m = mask.float()
     if mode == "token-mean":
         return (per_token * m).sum() / m.sum().clamp(min=1)
@@ -77,7 +83,9 @@ def aggregate(per_token, mask, mode="token-mean"):
     if mode == "seq-mean-token-mean":
         per_seq = (per_token * m).sum(1) / m.sum(1).clamp(min=1)
     elif mode == "seq-mean-token-sum-norm":
-        per_seq = (per_token * m).sum(1) / mask.size(1)
+        if norm is None or not norm > 0:
+            raise ValueError(f"seq-mean-token-sum-norm needs a positive constant norm (max_new_tokens), got {norm!r}")
+        per_seq = (per_token * m).sum(1) / norm
     else:
         raise ValueError(f"unknown aggregation {mode!r}: choose from {AGGREGATIONS}")
     return (per_seq * kept).sum() / kept.sum().clamp(min=1)
@@ -92,21 +100,28 @@ def kl_k3(logp, ref_logp):
 # -----------------------------------------------------------------------------
 # the policy-gradient core shared by every objective
 
-def ppo_clip_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, dual_clip=10.0, agg="token-mean"):
+def ppo_clip_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, dual_clip=10.0, agg="token-mean",
+                  norm=None):
     """The PPO-clip ('vanilla' in verl) policy loss on per-sequence advantages:
         max(-A * rho, -A * clip(rho, 1 - eps_low, 1 + eps_high)), capped at -A * dual_clip when A < 0,
     with rho = exp(logp - old_logp). With old_logp = logp.detach() the value is -A and the gradient
-    is -A * grad log pi: REINFORCE."""
+    is -A * grad log pi: REINFORCE.
+    Stats count the tokens where a clip is active, as verl and TRL do: clip_ratio/low (A < 0, rho < 1 - eps_low),
+    clip_ratio/high (A > 0, rho > 1 + eps_high), clip_ratio (their sum), clip_ratio/dual (A < 0 and the
+    dual-clip cap binds); each a share of the kept tokens. A ratio outside the band on the side where the
+    max() already takes the unclipped term is not clipped and not counted."""
     A = advantages[:, None]                                   # (N, 1)
     ratio = torch.exp(logp - old_logp)                        # (N, T)
     pg = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
-    pg = torch.where(A < 0, torch.minimum(pg, -A * dual_clip), pg)
-    loss = aggregate(pg, mask, agg)
+    dual = (A < 0) & (pg > -A * dual_clip)                    # the cap binds: rho > dual_clip
+    pg = torch.where(dual, -A * dual_clip, pg)
+    loss = aggregate(pg, mask, agg, norm)
     with torch.no_grad():
         m = mask.float()
-        clipped = ((ratio < 1 - eps_low) | (ratio > 1 + eps_high)).float()
-        stats = {"clipfrac": float((clipped * m).sum() / m.sum().clamp(min=1)),
-                 "samples": int((m.sum(1) > 0).sum()), "tokens": int(m.sum())}
+        share = lambda hit: float((hit.float() * m).sum() / m.sum().clamp(min=1))
+        low, high = share((A < 0) & (ratio < 1 - eps_low)), share((A > 0) & (ratio > 1 + eps_high))
+        stats = {"clip_ratio/low": low, "clip_ratio/high": high, "clip_ratio": low + high,
+                 "clip_ratio/dual": share(dual), "samples": int((m.sum(1) > 0).sum()), "tokens": int(m.sum())}
     return loss, stats
 
 
@@ -114,20 +129,21 @@ def ppo_clip_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, d
 # the objectives
 
 def grpo_loss(logp, old_logp, rewards, mask, G, eps_low=0.2, eps_high=0.2, agg="token-mean",
-              ref_logp=None, kl_coef=0.0):
+              ref_logp=None, kl_coef=0.0, dual_clip=10.0, norm=None):
     """GRPO in post-train space (paper section 3, standard RLVR). logp = log P(y_t|x, y_<t).
     A_i = (r_i - mean_g r) / (std_g r + 1e-6); PPO-clip on the ratio; optional k3 KL to ref_logp.
-    eps_high=0.28 is the 'clip-higher' setting of the paper's GRPO baseline script."""
+    eps_high=0.28 is the 'clip-higher' setting of the paper's GRPO baseline script. dual_clip=10 is the official
+    DSRL script's clip_ratio_c (verl's default is 3). norm: the constant of seq-mean-token-sum-norm."""
     adv = group_advantages(rewards, G, normalize_std=True)
-    loss, stats = ppo_clip_loss(logp, old_logp, adv, mask, eps_low, eps_high, agg=agg)
+    loss, stats = ppo_clip_loss(logp, old_logp, adv, mask, eps_low, eps_high, dual_clip, agg=agg, norm=norm)
     if ref_logp is not None and kl_coef > 0:
-        kl = aggregate(kl_k3(logp, ref_logp), mask, agg)
+        kl = aggregate(kl_k3(logp, ref_logp), mask, agg, norm)
         loss = loss + kl_coef * kl
-        stats["kl"] = float(kl)
+        stats["kl"] = float(kl.detach())
     return loss, stats
 
 
-def prerl_loss(logp_pre, rewards, mask, G, select="all", advantage="r-mean", agg="token-mean"):
+def prerl_loss(logp_pre, rewards, mask, G, select="all", advantage="r-mean", agg="token-mean", norm=None):
     """PreRL: the same reward-driven update on log P(y) (paper section 2, eq. for grad J_PreRL).
     logp_pre = log P(y_t | <|bos|>, y_<t) from pretrain_logprobs.
     advantage: 'r-mean' is the official A = r - mean_g r (all-right and all-wrong groups give 0, and a wrong
@@ -141,32 +157,32 @@ def prerl_loss(logp_pre, rewards, mask, G, select="all", advantage="r-mean", agg
     else:
         raise ValueError(f"unknown PreRL advantage {advantage!r}: 'r-mean' or '+-1'")
     keep = {"all": torch.ones_like(adv, dtype=torch.bool), "negative": adv < 0, "positive": adv > 0}[select]
-    return ppo_clip_loss(logp_pre, logp_pre.detach(), adv, mask & keep[:, None], agg=agg)
+    return ppo_clip_loss(logp_pre, logp_pre.detach(), adv, mask & keep[:, None], agg=agg, norm=norm)
 
 
-def nsr_rl_loss(logp, rewards, mask, G, agg="token-mean"):
+def nsr_rl_loss(logp, rewards, mask, G, agg="token-mean", norm=None):
     """NSR-RL, the paper's conditional-space control: GRPO's std-normalized advantage on P(y|x), negative
     samples only (official flags positive_rl=False, negative_rl=True). Used by the nsr-rl-warmup ablation."""
     adv = group_advantages(rewards, G, normalize_std=True)
-    return ppo_clip_loss(logp, logp.detach(), adv, mask & (adv < 0)[:, None], agg=agg)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (adv < 0)[:, None], agg=agg, norm=norm)
 
 
-def psr_loss(logp, rewards, mask, agg="token-mean"):
+def psr_loss(logp, rewards, mask, agg="token-mean", norm=None):
     """Zhu et al. 2025 PSR: +1 on every correct sample, nothing else (no baseline): raises log P(y|x)."""
     adv = torch.ones_like(rewards, dtype=torch.float)
-    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards > 0)[:, None], agg=agg)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards > 0)[:, None], agg=agg, norm=norm)
 
 
-def nsr_loss(logp, rewards, mask, agg="token-mean"):
+def nsr_loss(logp, rewards, mask, agg="token-mean", norm=None):
     """Zhu et al. 2025 NSR: -1 on every incorrect sample, all-wrong groups included: lowers log P(y|x)."""
     adv = -torch.ones_like(rewards, dtype=torch.float)
-    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards <= 0)[:, None], agg=agg)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask & (rewards <= 0)[:, None], agg=agg, norm=norm)
 
 
-def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean"):
+def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean", norm=None):
     """Zhu et al. 2025 W-REINFORCE: lam * PSR + NSR, i.e. A = lam on correct samples, -1 on incorrect."""
     adv = torch.where(rewards > 0, lam, -1.0).float()
-    return ppo_clip_loss(logp, logp.detach(), adv, mask, agg=agg)
+    return ppo_clip_loss(logp, logp.detach(), adv, mask, agg=agg, norm=norm)
 
 
 # -----------------------------------------------------------------------------
@@ -182,26 +198,26 @@ def objective_loss(name, model, ro, r, G, hp, ref=None):
         logp_m, ent_m = pretrain_logprobs(model, ro.response)
     with torch.set_grad_enabled(not pre):
         logp_c, ent_c = conditional_logprobs(model, ro)
-    mask, agg = ro.mask, hp["agg"]
+    mask, agg = ro.mask, dict(agg=hp["agg"], norm=hp["max_new_tokens"])  # norm: seq-mean-token-sum-norm's constant
     if name == "grpo":
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
                 ref_logp = conditional_logprobs(ref, ro)[0]
-        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], agg=agg,
-                             ref_logp=ref_logp, kl_coef=hp["kl_coef"])
+        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], ref_logp=ref_logp,
+                             kl_coef=hp["kl_coef"], **agg)
     elif pre:
         select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
-        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], agg=agg)
+        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], **agg)
         st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
     elif name == "nsr-rl":
-        loss, st = nsr_rl_loss(logp_c, r, mask, G, agg=agg)
+        loss, st = nsr_rl_loss(logp_c, r, mask, G, **agg)
     elif name == "psr":
-        loss, st = psr_loss(logp_c, r, mask, agg=agg)
+        loss, st = psr_loss(logp_c, r, mask, **agg)
     elif name == "nsr":
-        loss, st = nsr_loss(logp_c, r, mask, agg=agg)
+        loss, st = nsr_loss(logp_c, r, mask, **agg)
     elif name == "w-reinforce":
-        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], agg=agg)
+        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], **agg)
     else:
         raise ValueError(f"unknown phase objective {name!r}")
     m = mask.float()

@@ -9,7 +9,7 @@ The task. A question is an integer expression with + - * and the usual precedenc
 
 The response does the multiplications first (left to right), then the additions and subtractions left to
 right, one step per `;`, and restates the operands of every step. That restating is what makes log P(y)
-meaningful without the question (design.md section 2, property 2): the first tokens of y copy the question
+meaningful without the question (tutorial/1-task.md): the first tokens of y copy the question
 (they depend on x), the rest is almost determined by y<t.
 
 The corpus (the "pre-training data") holds the behaviours the paper talks about, each at a rate set by a knob:
@@ -17,7 +17,7 @@ The corpus (the "pre-training data") holds the behaviours the paper talks about,
   - reflection: a slip followed by ` wait ` and a correct redo:    99-72=28 wait 99-72=27;
   - transition: a hard product solved another way:                 23*7 alternatively 20*7=140;3*7=21;140+21=161;
   - bare solutions: a solution with no question, so P(y) is in distribution (paper section 2);
-  - prompt-independent bad habits (design.md property 8): guessing `#42` with no steps, or repeating the
+  - prompt-independent bad habits: guessing `#42` with no steps, or repeating the
     previous operation once more. They are wrong whatever the question, the kind of pattern NSR-PreRL is
     said to prune from P(y).
 """
@@ -161,7 +161,7 @@ def make_split(name, n, seed=0):
 
 @dataclass
 class CorpusConfig:
-    """Shares of the behaviours in the pre-training corpus (design.md section 2)."""
+    """Shares of the behaviours in the pre-training corpus (tutorial/1-task.md says why each is there)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     slip: float = 0.15          # chance that a step's result is off by +-1, +-2 or +-10
     reflect: float = 0.5        # chance that a slip is followed by ` wait ` and a correct redo
@@ -271,7 +271,7 @@ def step_is_wrong(step):
 
 
 def reflection_stats(texts):
-    """Is reflection functional (design.md section 2.1)? Over all `wait`s in `texts`:
+    """Is reflection functional (can NSR amplify something that works)? Over all `wait`s in `texts`:
     follows_error = share of waits whose preceding step is really wrong,
     redo_right    = share of waits whose redo step is right."""
     n = follows = right = 0
@@ -286,7 +286,7 @@ def reflection_stats(texts):
 
 
 def habit_stats(questions, texts):
-    """How often responses show the corpus's prompt-independent bad habits (design.md section 2, property 8):
+    """How often responses show the corpus's prompt-independent bad habits (CorpusConfig guess and repeat):
     guess  = share that answer at once, `#N` with no steps;
     repeat = share whose answer is the right answer with the last operation applied once more.
     (A repeat built on a slipped step is not caught: `repeat` is a lower bound.)"""

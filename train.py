@@ -185,16 +185,6 @@ def default_warmup(steps):
     return max(1, round(0.05 * steps))
 
 
-def phase_objective(objective, step, warmup_steps):
-    """The loss used at `step` (0-based). DSRL (paper section 4): NSR-PreRL for the first S = warmup_steps
-    steps, then GRPO with the same optimizer. nsr-rl-warmup: the same schedule with NSR in P(y|x)."""
-    if objective == "dsrl":
-        return "nsr-prerl" if step < warmup_steps else "grpo"
-    if objective == "nsr-rl-warmup":
-        return "nsr-rl" if step < warmup_steps else "grpo"
-    return objective
-
-
 class Diverged(RuntimeError):
     """Several non-finite steps in a row: the run stops with this one-line message."""
 
@@ -206,6 +196,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
     kl_coef / lam / prerl_advantage. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
+    from dsrl import TWO_PHASE, phase  # the schedule (which loss, which lr at each step); dsrl.py imports this file
     hp = dict(RL[preset], **RL_DEFAULTS)
     hp.update({k: v for k, v in overrides.items() if v is not None})
     steps = steps or hp["steps"]
@@ -244,7 +235,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     def checkpoint(step):
         save_checkpoint(out_path, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
-            "preset": preset, "step": step, "done": step == steps, "phase": phase_objective(objective, step - 1, S),
+            "preset": preset, "step": step, "done": step == steps, "phase": phase(objective, step - 1, S, 0, 0)[0],
             "run": run, "history": history, "evals": evals, "bad_in_a_row": bad_in_a_row,
             "rng": {**rng_state(rng), "sampler": gen.get_state().cpu()},
             **({"ref": ref.state_dict()} if ref is not None else {})})
@@ -253,10 +244,9 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         evals.append(run_eval(0))
     bar = tqdm(range(start, steps), desc=f"{objective} {preset}", disable=not progress, initial=start, total=steps)
     for step in bar:
-        name = phase_objective(objective, step, S)
-        if objective == "dsrl" and step == S and ref is not None:
+        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])
+        if objective in TWO_PHASE and step == S and ref is not None:
             ref.load_state_dict(model.state_dict())  # policy reincarnation: re-anchor the KL reference
-        lr = hp["warmup_lr"] if objective in ("dsrl", "nsr-rl-warmup") and step < S else hp["lr"]
         for g in opt.param_groups:
             g["lr"] = lr
         problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
@@ -269,7 +259,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
                "skipped": not finite, "skipped_total": sum(h["skipped"] for h in history) + (not finite),
                **rollout_stats(ro, r, G), **st,
                "t_sample": times[0], "t_learn": times[1] + times[2]}  # measured before any evaluation
-        switch = objective in ("dsrl", "nsr-rl-warmup") and step + 1 == S  # right after the NSR phase
+        switch = objective in TWO_PHASE and step + 1 == S  # right after the NSR phase
         if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
             evals.append(run_eval(step + 1))
             rec["eval"] = evals[-1]

@@ -24,7 +24,7 @@ def test_aggregations_match_hand_computation():
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)
     assert float(L.aggregate(x, mask, "token-mean")) == pytest.approx((1 + 2 + 3 + 4) / 4)
     assert float(L.aggregate(x, mask, "seq-mean-token-mean")) == pytest.approx((2 + 4) / 2)
-    assert float(L.aggregate(x, mask, "seq-mean-token-sum-norm")) == pytest.approx((6 / 4 + 4 / 4) / 2)
+    assert float(L.aggregate(x, mask, "seq-mean-token-sum-norm", norm=4)) == pytest.approx((6 / 4 + 4 / 4) / 2)
     with pytest.raises(ValueError):
         L.aggregate(x, mask, "sum")
 
@@ -104,7 +104,7 @@ def test_ppo_clip_acts_when_ratio_leaves_the_band():
     loss.backward()
     assert logp.grad[0] == 0          # A > 0 and ratio above 1 + eps: clipped, no gradient
     assert logp.grad[1] > 0           # A < 0: unclipped side, still pushed down
-    assert st["clipfrac"] == 1.0
+    assert st["clip_ratio/high"] == 0.5 and st["clip_ratio/low"] == 0.0 and st["clip_ratio"] == 0.5
 
 
 # --- log-probs in the two spaces with a real (tiny) model ---------------------------------------------------

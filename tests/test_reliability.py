@@ -18,7 +18,7 @@ import train as T
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(script, *args, env=None, timeout=300):
+def run(script, *args, env=None, timeout=900):  # generous: a loaded 2-core machine runs 10x slower
     e = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=e)
@@ -37,8 +37,27 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def weight_diff(a, b):
+    """'' when equal, else which tensors differ and by how much (so a failure explains itself)."""
+    if a.keys() != b.keys():
+        return f"different tensor names: {sorted(set(a) ^ set(b))}"
+    bad = [f"{k} (max |diff| {float((a[k] - b[k]).abs().max()):.3g})" for k in a if not torch.equal(a[k], b[k])]
+    return f"{len(bad)} of {len(a)} tensors differ: " + ", ".join(bad[:5]) if bad else ""
+
+
 def strip_times(path):
     return [{k: v for k, v in json.loads(line).items() if not k.startswith("t_")} for line in open(path)]
+
+
+def log_diff(a, b):
+    """'' when two logs (lists of dicts) are equal, else the first differing line and keys."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} log lines"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            keys = sorted(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+            return f"log line {i + 1} differs in {keys}: " + "; ".join(f"{k}: {x.get(k)} vs {y.get(k)}" for k in keys[:4])
+    return ""
 
 
 def test_rl_kill_9_then_resume_gives_identical_result(tiny_base, tmp_path):
@@ -51,8 +70,10 @@ def test_rl_kill_9_then_resume_gives_identical_result(tiny_base, tmp_path):
     assert M.load_checkpoint(str(tmp_path / "b/tiny/dsrl.pt"))["step"] == 4
     p = run("train.py", *common, "--out", str(tmp_path / "b"), "--resume")
     assert p.returncode == 0, p.stderr[-1500:]
-    assert same_weights(weights(tmp_path / "a/tiny/dsrl.pt"), weights(tmp_path / "b/tiny/dsrl.pt"))
-    assert strip_times(tmp_path / "a/tiny/dsrl.jsonl") == strip_times(tmp_path / "b/tiny/dsrl.jsonl")
+    # on failure, say which tensor or which log line differed (and how), with both runs' stderr
+    why = weight_diff(weights(tmp_path / "a/tiny/dsrl.pt"), weights(tmp_path / "b/tiny/dsrl.pt"))
+    why = why or log_diff(strip_times(tmp_path / "a/tiny/dsrl.jsonl"), strip_times(tmp_path / "b/tiny/dsrl.jsonl"))
+    assert not why, why
     ck = M.load_checkpoint(str(tmp_path / "b/tiny/dsrl.pt"))
     assert ck["done"] and ck["phase"] == "grpo" and set(ck["rng"]) == {"python", "torch", "sampler"}
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import dsrl
+import experiments.report as report
+import experiments.suite as suite
 import model as M
 import train as T
 
@@ -15,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_phase_schedule():
-    assert [T.phase_objective("dsrl", s, 2) for s in range(4)] == ["nsr-prerl"] * 2 + ["grpo"] * 2
-    assert [T.phase_objective("nsr-rl-warmup", s, 1) for s in range(3)] == ["nsr-rl", "grpo", "grpo"]
-    assert T.phase_objective("psr", 0, 5) == "psr"
+    assert [dsrl.phase("dsrl", s, 2, 1e-4, 3e-5) for s in range(4)] == [("nsr-prerl", 3e-5)] * 2 + [("grpo", 1e-4)] * 2
+    assert [dsrl.phase("nsr-rl-warmup", s, 1, 1.0, 2.0)[0] for s in range(3)] == ["nsr-rl", "grpo", "grpo"]
+    assert dsrl.phase("psr", 0, 5, 1.0, 2.0) == ("psr", 1.0)
+    assert dsrl.phase("dsrl", 0, 0, 1.0, 2.0) == ("grpo", 1.0)  # S = 0 is plain GRPO
 
 
 def strip_times(history):
@@ -49,7 +52,7 @@ def test_every_objective_runs_a_step(tiny_base, tmp_path, objective):
 
 def test_dsrl_cli_tiny_end_to_end(tmp_path):
     p = subprocess.run([sys.executable, "dsrl.py", "--preset", "tiny", "--out", str(tmp_path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     d = tmp_path / "tiny"
     for f in ("base.pt", "grpo.pt", "dsrl.pt", "results.json", "results.md", "accuracy.png", "markers.png",
@@ -77,7 +80,7 @@ def test_train_cli_rejects_bad_flags(args, needle):
 
 def test_paper_suite_machinery_on_tiny(tmp_path):
     p = subprocess.run([sys.executable, "dsrl.py", "--suite", "paper", "--preset", "tiny", "--seeds", "1", "--steps", "2",
-                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     d = tmp_path / "tiny/suite"
     s = json.load(open(d / "suite.json"))
@@ -85,7 +88,7 @@ def test_paper_suite_machinery_on_tiny(tmp_path):
             "w-reinforce", "grid-lr0.0001", "grid-lr1e-06", "nohabits-dsrl", "nohabits-nsr-prerl", "prerl-long",
             "mech-lr0.0001"} <= set(s["configs"])
     assert json.load(open(d / "runs/prerl-long-s0.json"))["steps"] == 6  # 3x the suite's 2 steps
-    assert s["nsr_lr"] in dsrl.GRID_LRS and s["dsrl"] in s["configs"]
+    assert s["nsr_lr"] in suite.GRID_LRS and s["dsrl"] in s["configs"]
     assert "passk/pass@64" in s["configs"]["psr"] and "passk/pass@64" in s["configs"]["base"]
     # the NSR phases of stage 2 really use the chosen learning rate
     assert json.load(open(d / "runs/nsr-rl-warmup-s0.json"))["warmup_lr"] == s["nsr_lr"]
@@ -101,27 +104,27 @@ def test_choose_nsr_lr_takes_the_largest_rate_that_does_not_hurt():
     def runs(drop_at):  # val pass@1 0.30 at step 0, falling by 0.2 from step drop_at on (3 seeds)
         evals = [{"step": t, "pass@1": 0.30 - (0.2 if t >= drop_at else 0.0)} for t in (0, 2, 4, 8, 16)]
         return [{"evals": evals}] * 3
-    grid = {f"grid-lr{lr:g}": runs(99) for lr in dsrl.GRID_LRS}
+    grid = {f"grid-lr{lr:g}": runs(99) for lr in suite.GRID_LRS}
     grid["grid-lr0.0001"] = runs(8)
-    assert dsrl.choose_nsr_lr(grid, max_phase=16) == 3e-5
-    assert dsrl.choose_nsr_lr(grid, max_phase=4) == 1e-4  # the drop comes after the longest phase
+    assert suite.choose_nsr_lr(grid, max_phase=16) == 3e-5
+    assert suite.choose_nsr_lr(grid, max_phase=4) == 1e-4  # the drop comes after the longest phase
     grid = {k: runs(2) for k in grid}
-    assert dsrl.choose_nsr_lr(grid, max_phase=16) == min(dsrl.GRID_LRS)  # nothing is safe: the gentlest
+    assert suite.choose_nsr_lr(grid, max_phase=16) == min(suite.GRID_LRS)  # nothing is safe: the gentlest
 
 
 def test_mean_ci_is_the_t_interval():
-    m, h = dsrl.mean_ci([1.0, 2.0, 3.0])
+    m, h = report.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and abs(h - 4.30 * 1.0 / 3 ** 0.5) < 1e-9
 
 
 def test_suite_reuses_a_finished_job_only_with_the_same_settings(tiny_base, tmp_path):
     (tmp_path / "runs").mkdir()
     job = dict(name="grid-lr0.001", objective="nsr-prerl", seed=0, steps=1, base=str(tiny_base), lr=1e-3, eval_every=1)
-    path = dsrl.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
+    path = suite.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
     first = json.load(open(path))
-    assert first["lr"] == 1e-3 and first["suite_hp"] == dsrl.SUITE_HP["tiny"]
+    assert first["lr"] == 1e-3 and first["suite_hp"] == suite.SUITE_HP["tiny"]
     stamp = open(path).read()
-    dsrl.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
+    suite.run_job(job, "tiny", "cpu", str(tmp_path), threads=1)
     assert open(path).read() == stamp  # same settings: reused, not rerun
-    dsrl.run_job({**job, "lr": 1e-2}, "tiny", "cpu", str(tmp_path), threads=1)
+    suite.run_job({**job, "lr": 1e-2}, "tiny", "cpu", str(tmp_path), threads=1)
     assert json.load(open(path))["lr"] == 1e-2  # another learning rate under the same name: run again
