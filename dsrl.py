@@ -66,6 +66,8 @@ def main(argv=None):
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
     ap.add_argument("--eval-samples", type=int, default=16, help="samples per problem in the final evaluation")
     ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
+    ap.add_argument("--init", default=None, help="start from this base checkpoint instead of OUT/<preset>/base.pt "
+                    "(e.g. tutorial/lab.pt with --preset lab: no pre-training)")
     ap.add_argument("--suite", choices=("paper",), help="run every claim of the paper over --seeds seeds instead")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per suite configuration (at least 3 for the paper)")
     ap.add_argument("--workers", type=int, default=None, help="parallel suite processes (default 2 on cpu, 8 on gpu)")
@@ -90,10 +92,12 @@ def main(argv=None):
     S = args.warmup_steps if args.warmup_steps is not None else default_warmup(steps)
     print(f"dsrl: preset {preset}, device {device}, {steps} RL steps, S = {S}, seed {args.seed}")
 
-    base_path = os.path.join(out_dir, "base.pt")
+    base_path = args.init or os.path.join(out_dir, "base.pt")
     try:
-        base = load_checkpoint(base_path) if os.path.exists(base_path) else None
-        if args.retrain or base is None or base.get("preset") != preset or not (base.get("done", True) or args.resume):
+        base = load_checkpoint(base_path) if os.path.exists(base_path) or args.init else None
+        if args.init:
+            print(f"starting from {base_path}")
+        elif args.retrain or base is None or base.get("preset") != preset or not (base.get("done", True) or args.resume):
             pretrain(preset, out_dir, device, seed=args.seed)
         elif not base.get("done", True):
             pretrain(preset, out_dir, device, seed=args.seed, resume=True)

@@ -32,6 +32,7 @@ class GPTConfig:
 
 PRESETS = {  # model sizes; training settings per preset live in train.py
     "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=32),            # tests: seconds
+    "lab": GPTConfig(n_layer=2, n_head=2, n_embd=64),             # ~0.14M params, the classroom model (tutorial/)
     "cpu": GPTConfig(n_layer=4, n_head=4, n_embd=128),            # ~0.8M params, a laptop CPU
     "gpu": GPTConfig(n_layer=6, n_head=6, n_embd=384),            # ~10.7M params, nanoGPT's shakespeare-char size
 }

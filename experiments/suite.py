@@ -29,10 +29,11 @@ from train import RL, default_warmup, pretrain, rl_train
 SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit about an hour on 2 cores;
     # curves and every choice use the val split, the final numbers the test and ood splits
     "tiny": dict(eval_split="val", eval_every=1),
+    "lab": dict(eval_split="val", eval_every=5),
     "cpu": dict(eval_split="val", eval_problems=100, eval_samples=4, eval_every=5),
     "gpu": dict(eval_split="val", eval_every=10),
 }
-SUITE_STEPS = {"tiny": None, "cpu": 40, "gpu": None}  # RL steps per suite run (None: the preset's).
+SUITE_STEPS = {"tiny": None, "lab": None, "cpu": 40, "gpu": None}  # RL steps per suite run (None: the preset's).
 # cpu: 16 x 8 rollouts for 80 steps cost the same as 32 x 8 for 40, but GRPO did not learn with the smaller
 # batch (val pass@1 0.29 -> 0.24, seed 0), while 32 x 8 reached 0.37 by step 40 (dsrl.py --preset cpu).
 SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)

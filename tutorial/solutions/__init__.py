@@ -1,0 +1,1 @@
+"""Worked solutions to the exercises."""
