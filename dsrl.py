@@ -30,8 +30,7 @@ import time
 from experiments.report import comparison_figures, final_metrics, markdown_table
 from model import load_checkpoint, model_from_checkpoint
 from reward import MARKERS, UserError, fail
-from train import (OBJECTIVES, RL, Diverged, check_rl_args, common_args, default_warmup, device_and_preset,
-                   pretrain, rl_train)
+from train import (OBJECTIVES, RL, Diverged, check_rl_args, common_args, device_and_preset, pretrain, rl_train)
 
 
 # -----------------------------------------------------------------------------
@@ -48,6 +47,11 @@ def dsrl_phase(step, S, lr, warmup_lr, warmup="nsr-prerl"):
 
 
 TWO_PHASE = {"dsrl": "nsr-prerl", "nsr-rl-warmup": "nsr-rl"}  # objective -> its phase-1 loss
+
+
+def default_warmup(steps):
+    """S, the NSR warmup length, when not given: 5% of the RL steps (official code: 19 of 348 steps)."""
+    return max(1, round(0.05 * steps))
 
 
 def phase(objective, step, S, lr, warmup_lr):

@@ -191,13 +191,18 @@ def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean", norm=None):
 def objective_loss(name, model, ro, r, G, hp, ref=None):
     """The loss of one phase objective (grpo, prerl, nsr-prerl, psr-prerl, nsr-rl, psr, nsr, w-reinforce) on a
     rollout `ro` with rewards r (N,), plus the token entropies under P(y|x) and P(y) for the log. hp holds agg,
-    eps_high, kl_coef, lam, prerl_advantage; ref is the KL reference model or None. Only the log-probs the
-    objective needs carry a graph; the other pass is for logging. (Not a pure function: it runs the model.)"""
+    eps_high, kl_coef, lam, prerl_advantage, max_new_tokens and optionally other_space; ref is the KL reference
+    model or None. Only the log-probs the objective needs carry a graph; the other pass is for logging (its
+    entropy) and hp["other_space"] = False skips it. (Not a pure function: it runs the model.)"""
     pre = name.endswith("prerl")
-    with torch.set_grad_enabled(pre):
-        logp_m, ent_m = pretrain_logprobs(model, ro.response)
-    with torch.set_grad_enabled(not pre):
-        logp_c, ent_c = conditional_logprobs(model, ro)
+    both = hp.get("other_space", True)  # False: skip the pass of the space this objective does not train
+    logp_m = ent_m = logp_c = ent_c = None
+    if pre or both:
+        with torch.set_grad_enabled(pre):
+            logp_m, ent_m = pretrain_logprobs(model, ro.response)
+    if not pre or both:
+        with torch.set_grad_enabled(not pre):
+            logp_c, ent_c = conditional_logprobs(model, ro)
     mask, agg = ro.mask, dict(agg=hp["agg"], norm=hp["max_new_tokens"])  # norm: seq-mean-token-sum-norm's constant
     if name == "grpo":
         ref_logp = None
@@ -221,8 +226,9 @@ def objective_loss(name, model, ro, r, G, hp, ref=None):
     else:
         raise ValueError(f"unknown phase objective {name!r}")
     m = mask.float()
-    st["entropy_cond"] = float((ent_c.detach() * m).sum() / m.sum())
-    st["entropy_pre"] = float((ent_m.detach() * m).sum() / m.sum())
+    for key, ent in (("entropy_cond", ent_c), ("entropy_pre", ent_m)):
+        if ent is not None:
+            st[key] = float((ent.detach() * m).sum() / m.sum())
     return loss, st
 
 

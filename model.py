@@ -10,6 +10,7 @@ Two things differ from nanoGPT, both for RL:
 """
 import math
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -224,3 +225,29 @@ def model_from_checkpoint(ckpt, device="cpu"):
     except (TypeError, RuntimeError) as e:
         raise UserError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
     return model.to(device)
+
+
+# -----------------------------------------------------------------------------
+# resuming a run: its random states, and the test hook that kills it
+
+def restore(path, run, model, opt, rng, device):
+    """Load an interrupted run's checkpoint into model, optimizer and rng; UserError if its settings differ."""
+    ck = load_checkpoint(path, map_location=device)
+    if ck.get("run") != run:
+        raise UserError(f"cannot resume {path}: it was made with other settings or another base model")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    rng.setstate(ck["rng"]["python"])
+    torch.set_rng_state(ck["rng"]["torch"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
+    return ck
+
+
+def kill_point(step):
+    """Test hook: with PRERL_TEST_KILL_AT_STEP=N the process kills itself (kill -9) right after checkpoint N."""
+    if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def rng_state(rng):
+    """Everything random a resumed run needs: our own Python generator and torch's global one."""
+    return {"python": rng.getstate(), "torch": torch.get_rng_state()}

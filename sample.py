@@ -34,6 +34,11 @@ class Rollout:
     texts: list             # N strings: the response before its end token
 
 
+def rollout_rows(ro, rows):
+    """The rows `rows` (a slice) of a Rollout, e.g. one micro-batch of whole groups."""
+    return Rollout(ro.prompt[rows], ro.pad[rows], ro.response[rows], ro.mask[rows], ro.finished[rows], ro.texts[rows])
+
+
 def prompt_ids(problem):
     return [BOS_ID] + encode(problem.prompt)
 

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import random
-import signal
 import time
 from dataclasses import asdict
 
@@ -28,7 +27,8 @@ import torch
 from torch.nn import functional as F
 
 from losses import objective_loss
-from model import PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint
+from model import (PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint, kill_point, restore,
+                   rng_state)
 from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
                     encode, make_problem, make_split)
 import sample
@@ -82,29 +82,6 @@ def lr_at(step, total, lr, warmup=100):
         return lr * (step + 1) / warmup
     frac = (step - warmup) / max(1, total - warmup)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-
-
-def restore(path, run, model, opt, rng, device):
-    """Load an interrupted run's checkpoint into model, optimizer and rng; UserError if its settings differ."""
-    ck = load_checkpoint(path, map_location=device)
-    if ck.get("run") != run:
-        raise UserError(f"cannot resume {path}: it was made with other settings or another base model")
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    rng.setstate(ck["rng"]["python"])
-    torch.set_rng_state(ck["rng"]["torch"].cpu())  # RNG states are CPU byte tensors, whatever map_location did
-    return ck
-
-
-def kill_point(step):
-    """Test hook: with PRERL_TEST_KILL_AT_STEP=N the process kills itself (kill -9) right after checkpoint N."""
-    if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def rng_state(rng):
-    """Everything random a resumed run needs: our own Python generator and torch's global one."""
-    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
 
 
 def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_every=500, eval_problems=200,
@@ -178,17 +155,15 @@ RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share a
     "cpu": dict(steps=80, batch_prompts=32, group=8, lr=1e-4, warmup_lr=5e-5, max_new_tokens=96,
                 eval_every=20, eval_problems=200, eval_samples=8),
     "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
-                eval_every=25, eval_problems=400, eval_samples=8),
+                eval_every=25, eval_problems=400, eval_samples=8, micro_batch=128),
+    # gpu micro_batch 128: the worst-case step then fits about 4 GB (arithmetic and measurement: README, Speed)
 }
 
 
 RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
-                   temperature=1.0)
-
-
-def default_warmup(steps):
-    """S, the NSR warmup length, when not given: 5% of the RL steps (official code: 19 of 348 steps)."""
-    return max(1, round(0.05 * steps))
+                   temperature=1.0, micro_batch=None, other_space_every=1)
+# micro_batch: rows per loss/backward chunk (None: all at once; whole groups). other_space_every: run the log-only
+# log-prob pass of the space the objective does not train every k-th step (1: every step; 0: never).
 
 
 class Diverged(RuntimeError):
@@ -202,11 +177,11 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
     kl_coef / lam / prerl_advantage. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
-    from dsrl import TWO_PHASE, phase  # the schedule (which loss, which lr at each step); dsrl.py imports this file
-    hp = dict(RL[preset], **RL_DEFAULTS)
+    from dsrl import TWO_PHASE, default_warmup, phase  # the schedule (loss and lr per step); dsrl.py imports this file
+    hp = dict(RL_DEFAULTS, **RL[preset])  # a preset may override a default (micro_batch)
     hp.update({k: v for k, v in overrides.items() if v is not None})
     steps = steps or hp["steps"]
-    S = warmup_steps if warmup_steps is not None else default_warmup(steps)
+    S = warmup_steps if warmup_steps is not None else default_warmup(steps)  # dsrl.py: 5% of the steps
     G = hp["group"]
     model = model_from_checkpoint(load_checkpoint(init), device)
     if asdict(model.config) != asdict(PRESETS[preset]):
@@ -256,7 +231,9 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         for g in opt.param_groups:
             g["lr"] = lr
         problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
-        ro, r, loss, st, gnorm, finite, times = rl_step(model, opt, problems, name, hp, gen, ref)
+        every = hp["other_space_every"]
+        step_hp = dict(hp, other_space=bool(every) and step % every == 0)  # the logging-only pass, or not
+        ro, r, loss, st, gnorm, finite, times = rl_step(model, opt, problems, name, step_hp, gen, ref)
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= 3:  # a blown-up step (NSR can push log-probs to -inf) is skipped; 3 in a row stop
             raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
@@ -288,6 +265,8 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
 def rl_step(model, opt, problems, name, hp, gen, ref=None):
     """One online RL step with phase objective `name`: sample G answers per problem from P(y|x), score them,
     loss, backward, clip, optimizer step. A step whose loss or gradient is not finite is not applied.
+    With hp["micro_batch"] rows per chunk (whole groups), log-probs, loss and backward run chunk by chunk
+    (micro_batched_backward): the same gradient, a peak memory that does not grow with the batch.
     Returns (rollout, rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob passes / backward)."""
     device, G = model.lm_head.weight.device, hp["group"]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # honest timings on a GPU
@@ -300,42 +279,55 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     sync()
     t1 = time.perf_counter()
     model.train()
-    loss, st = objective_loss(name, model, ro, r, G, hp, ref)
-    sync()
-    t2 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if hp.get("micro_batch") and hp["micro_batch"] < r.numel():
+        loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
+    else:
+        loss, st = objective_loss(name, model, ro, r, G, hp, ref)
+        sync()
+        t2 = time.perf_counter()
+        loss.backward()
+        t_lp, t_bw = t2 - t1, time.perf_counter() - t2
+    t3 = time.perf_counter()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
     if finite:
         opt.step()
     opt.zero_grad(set_to_none=True)
     sync()
-    return ro, r, loss, st, gnorm, finite, (t1 - t0, t2 - t1, time.perf_counter() - t2)
+    return ro, r, loss, st, gnorm, finite, (t1 - t0, t_lp, t_bw + time.perf_counter() - t3)
 
 
-def bench_rl_step(preset, device, reps=3, out="out"):
-    """Time one GRPO step of `preset` (rl_step, as training runs it): sampling / log-prob passes / backward +
-    optimizer step. Uses OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights
-    (every row runs to max_new_tokens: the worst case)."""
-    hp = dict(RL[preset], **RL_DEFAULTS)
-    path = os.path.join(out, preset, "base.pt")
-    torch.manual_seed(0)
-    model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)
-    opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
-    rng, gen = random.Random(0), torch.Generator(device=device).manual_seed(0)
-    times = []
-    for rep in range(reps + 1):  # the first step warms up
-        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
-        ro, *_, t = rl_step(model, opt, problems, "grpo", hp, gen)
-        if rep:
-            times.append((*t, int(ro.mask.sum()) + ro.prompt.numel()))
-    s, lp, bw, tok = (sum(x[i] for x in times) / reps for i in range(4))
-    total = s + lp + bw
-    print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {hp['batch_prompts']}x{hp['group']} "
-          f"rows): step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%) + log-prob passes {lp:.2f} s "
-          f"({100 * lp / total:.0f}%) + backward/step {bw:.2f} s ({100 * bw / total:.0f}%); "
-          f"training {tok / (lp + bw):.0f} tokens/s")
+def micro_batched_backward(model, ro, r, name, hp, ref, sync):
+    """Gradient accumulation over chunks of hp["micro_batch"] rows (whole groups, so group advantages are
+    unchanged), as verl's micro-batches. Every loss here is (sum of per-token or per-sequence terms) / (count the
+    objective keeps), so each chunk's backward takes loss * its own count, and the summed gradient is divided by
+    the whole batch's count at the end: the denominator is the batch's, never the chunk's, and the gradient equals
+    the one-chunk gradient up to float rounding. Logged statistics are row-weighted means of the chunks' (counts
+    summed). Returns (loss, stats, (seconds in log-prob passes, seconds in backward))."""
+    G, N, mb = hp["group"], r.numel(), hp["micro_batch"]
+    count_key = "tokens" if hp["agg"] == "token-mean" else "samples"  # what each aggregation divides by
+    total, loss_sum, parts, t_lp, t_bw = 0, 0.0, [], 0.0, 0.0
+    for lo in range(0, N, mb):
+        rows = slice(lo, min(N, lo + mb))
+        ta = time.perf_counter()
+        loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
+        sync()
+        tb = time.perf_counter()
+        (loss * st[count_key]).backward()
+        sync()
+        t_lp, t_bw = t_lp + tb - ta, t_bw + time.perf_counter() - tb
+        total += st[count_key]
+        loss_sum += float(loss.detach()) * st[count_key]
+        parts.append((rows.stop - rows.start, st))
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad /= max(1, total)
+    stats = {}
+    for k in parts[0][1]:
+        vals = [(n, st[k]) for n, st in parts if k in st]
+        stats[k] = sum(v for _, v in vals) if isinstance(vals[0][1], int) else sum(n * v for n, v in vals) / N
+    return torch.tensor(loss_sum / max(1, total)), stats, (t_lp, t_bw)
 
 
 def check_rl_args(a, preset):
@@ -355,6 +347,11 @@ def check_rl_args(a, preset):
         v = getattr(a, name, None)
         if v is not None and not v > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    mb = getattr(a, "micro_batch", None)
+    if mb is not None and (mb <= 0 or mb % G):
+        raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")
+    if getattr(a, "other_space_every", 1) < 0:
+        raise UserError(f"--other-space-every must be 0 or more, got {a.other_space_every}")
 
 
 def common_args(doc, steps_help):
@@ -397,7 +394,12 @@ def main(argv=None):
     rl.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial model (0: off, the paper)")
     rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
     rl.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (the paper: 1.0)")
-    ap.add_argument("--bench", action="store_true", help="time one RL step of the cpu and gpu presets and exit")
+    rl.add_argument("--micro-batch", type=int, default=None,
+                    help="rows per log-prob/backward chunk, a multiple of --group (default: the preset's; all rows)")
+    rl.add_argument("--other-space-every", type=int, default=1,
+                    help="run the logging-only log-prob pass of the untrained space every k-th step (0: never)")
+    ap.add_argument("--bench", action="store_true",
+                    help="time RL steps of the cpu and gpu presets (--steps of them, default 3) and exit")
     ap.add_argument("--ckpt-every", type=int, default=None,
                     help="checkpoint interval in steps (default: 512 for pre-training, 10 for RL)")
     args = ap.parse_args(argv)
@@ -405,8 +407,9 @@ def main(argv=None):
         device, preset = device_and_preset(args)
         if args.bench:
             print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
+            from experiments.bench import bench_rl_step  # benchmark machinery lives with the experiments
             for p in ([args.preset] if args.preset else ["cpu", "gpu"]):
-                bench_rl_step(p, device, out=args.out)
+                bench_rl_step(p, device, reps=args.steps or 3, out=args.out, micro_batch=args.micro_batch)
             return
         if args.ckpt_every is not None and (args.ckpt_every <= 0 or (args.objective is None and args.ckpt_every % 16)):
             raise UserError(f"--ckpt-every {args.ckpt_every}: must be positive (a multiple of 16 for pre-training)")
@@ -427,7 +430,8 @@ def main(argv=None):
             warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", resume=args.resume,
             ckpt_every=args.ckpt_every or 10, lr=args.lr, warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts,
             group=args.group, agg=args.agg, eps_high=args.eps_high, kl_coef=args.kl_coef,
-            prerl_advantage=args.prerl_advantage, temperature=args.temperature)
+            prerl_advantage=args.prerl_advantage, temperature=args.temperature, micro_batch=args.micro_batch,
+            other_space_every=args.other_space_every)
     except UserError as e:
         fail(e)
     except Diverged as e:

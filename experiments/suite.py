@@ -24,7 +24,8 @@ from losses import conditional_logprobs, gradient_alignment, logprob_gap, pretra
 from model import load_checkpoint, model_from_checkpoint
 from reward import CorpusConfig, make_split
 from sample import generate, prompt_ids
-from train import RL, default_warmup, pretrain, rl_train
+from dsrl import default_warmup
+from train import RL, pretrain, rl_train
 
 SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit about an hour on 2 cores;
     # curves and every choice use the val split, the final numbers the test and ood splits

@@ -159,7 +159,7 @@ MUTANTS = [
      "the KL reference is not reset to the policy at the DSRL switch", None),
     ("resume-loses-sampler-rng", "train.py", [('        gen.set_state(ck["rng"]["sampler"].cpu())\n', "")],
      "a resumed run restarts the sampler's random stream", None),
-    ("warmup-truncates", "train.py", [("return max(1, round(0.05 * steps))", "return max(1, int(0.05 * steps))")],
+    ("warmup-truncates", "dsrl.py", [("return max(1, round(0.05 * steps))", "return max(1, int(0.05 * steps))")],
      "the default S rounds down", None),
     ("no-eval-at-switch", "train.py", [("switch = objective in TWO_PHASE and step + 1 == S", "switch = objective in TWO_PHASE and step == S")],
      "no held-out evaluation right after the NSR phase", None),
@@ -180,6 +180,9 @@ MUTANTS = [
     ("pretrain-pad-targets", "train.py", [("y = torch.tensor([d[1:] + [-1] * (T + 1 - len(d)) for d in docs]",
                                            "y = torch.tensor([d[1:] + [PAD_ID] * (T + 1 - len(d)) for d in docs]")],
      "pre-training learns to predict padding", None),
+    ("micro-batch-chunk-means", "train.py", [("(loss * st[count_key]).backward()", "loss.backward()"),
+                                             ("p.grad /= max(1, total)", "p.grad /= len(parts)")],
+     "micro-batches averaged chunk by chunk: the token-mean denominator becomes the chunk's", None),
     ("lr-floor", "train.py", [("return lr * (0.1 + 0.9 * 0.5 *", "return lr * (0.0 + 1.0 * 0.5 *")],
      "pre-training's cosine decays to 0 instead of lr/10", None),
 ]

@@ -239,7 +239,7 @@ def test_rl_step_clips_the_update_to_gradient_norm_one(tiny_base, monkeypatch):
     m = M.model_from_checkpoint(M.load_checkpoint(str(tiny_base)))
     before = [p.detach().clone() for p in m.parameters()]
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
-    hp = dict(T.RL["tiny"], **T.RL_DEFAULTS)
+    hp = dict(T.RL_DEFAULTS, **T.RL["tiny"])
     problems = R.make_split("train", 2)
     _, _, _, _, gnorm, finite, _ = T.rl_step(m, opt, problems, "nsr", hp, torch.Generator().manual_seed(0))
     delta = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(m.parameters(), before)))
@@ -268,7 +268,7 @@ def test_kl_reference_is_reanchored_at_the_switch(tiny_base, tmp_path):
 
 
 def test_default_warmup_is_five_percent_rounded():
-    assert [T.default_warmup(n) for n in (1, 10, 30, 40, 80, 348)] == [1, 1, 2, 2, 4, 17]
+    assert [dsrl.default_warmup(n) for n in (1, 10, 30, 40, 80, 348)] == [1, 1, 2, 2, 4, 17]
 
 
 def test_dsrl_is_evaluated_right_after_the_nsr_phase(tiny_base, tmp_path):
@@ -310,7 +310,7 @@ def test_a_replaced_reward_function_takes_effect(tiny_base, monkeypatch):
     monkeypatch.setattr(S, "rewards", lambda ro, answers: [1.0] * len(answers))
     m = M.model_from_checkpoint(M.load_checkpoint(str(tiny_base)))
     opt = torch.optim.SGD(m.parameters(), lr=0.0)
-    hp = dict(T.RL["tiny"], **T.RL_DEFAULTS)
+    hp = dict(T.RL_DEFAULTS, **T.RL["tiny"])
     _, r, *_ = T.rl_step(m, opt, R.make_split("train", 2), "grpo", hp, torch.Generator().manual_seed(0))
     assert r.tolist() == [1.0] * 2 * hp["group"]  # an untrained model never answers right: these are ours
 
@@ -325,3 +325,36 @@ def test_cached_group_sampling_keeps_each_prompts_cache():
     naive = S.generate(m, prompts, use_cache=False, **kw).response
     assert len({tuple(r) for r in naive.tolist()}) >= 2  # the precondition: prompts with different continuations
     torch.testing.assert_close(S.generate(m, prompts, use_cache=True, **kw).response, naive)
+
+
+@pytest.mark.parametrize("name,agg", [("grpo", "token-mean"), ("nsr-prerl", "token-mean"),
+                                      ("grpo", "seq-mean-token-mean"), ("w-reinforce", "seq-mean-token-sum-norm")])
+def test_micro_batches_give_the_one_chunk_gradient(name, agg):
+    """Chunks of rows with the batch's denominators: the same step as one pass over all rows (the objective's
+    kept tokens or sequences are counted over the whole batch, not per chunk)."""
+    hp = dict(T.RL_DEFAULTS, **T.RL["lab"])
+    hp.update(agg=agg, group=4, max_new_tokens=40)
+    steps = {}
+    for mb in (None, 8):  # 32 rows: one pass, or 4 chunks of 2 groups
+        m = M.model_from_checkpoint(M.load_checkpoint(str(LAB)))
+        before = [p.detach().clone() for p in m.parameters()]
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        _, r, loss, st, gnorm, finite, _ = T.rl_step(m, opt, R.make_split("train", 8), name, dict(hp, micro_batch=mb),
+                                                     torch.Generator().manual_seed(3))
+        steps[mb] = (float(loss.detach()), float(gnorm), [p.detach() - b for p, b in zip(m.parameters(), before)], st)
+    (l1, g1, d1, s1), (l4, g4, d4, s4) = steps[None], steps[8]
+    assert 0 < r.mean() < 1 and g1 > 0  # mixed rewards: a real gradient
+    assert l4 == pytest.approx(l1, abs=1e-6) and g4 == pytest.approx(g1, rel=1e-4)
+    for a, b in zip(d1, d4):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert s4["tokens"] == s1["tokens"] and s4["samples"] == s1["samples"]
+
+
+def test_logging_pass_can_be_skipped(tiny_base, tmp_path):
+    kw = dict(preset="tiny", steps=3, progress=False, eval_every=100, eval_problems=2, eval_samples=2)
+    _, h, _ = T.rl_train(str(tiny_base), "grpo", str(tmp_path / "a.pt"), "cpu", other_space_every=2, **kw)
+    assert ["entropy_pre" in x for x in h] == [True, False, True] and all("entropy_cond" in x for x in h)
+    _, h0, _ = T.rl_train(str(tiny_base), "grpo", str(tmp_path / "b.pt"), "cpu", **kw)
+    assert all("entropy_pre" in x for x in h0)  # the default keeps every log
+    strip = lambda hs: [{k: v for k, v in x.items() if not k.startswith(("t_", "entropy_pre"))} for x in hs]
+    assert strip(h) == strip(h0)  # logging only: the training is the same

@@ -126,6 +126,8 @@ def test_checkpoint_holds_everything_needed(tiny_base, tmp_path):
     (["--preset", "tiny", "--objective", "grpo", "--warmup-lr", "0"], "--warmup-lr"),
     (["--preset", "tiny", "--objective", "reinforce"], "reinforce"),
     (["--preset", "tiny", "--ckpt-every", "10"], "--ckpt-every 10"),
+    (["--preset", "tiny", "--objective", "grpo", "--micro-batch", "6"], "--micro-batch 6"),
+    (["--preset", "tiny", "--objective", "grpo", "--other-space-every", "-1"], "--other-space-every"),
 ])
 def test_bad_train_flags_exit_2_with_one_line(args, needle):
     one_line_error(run("train.py", *args), needle)
