@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import losses as L
-import model as M
 import reward as R
 import sample as S
 
@@ -109,14 +108,7 @@ def test_ppo_clip_acts_when_ratio_leaves_the_band():
 
 # --- log-probs in the two spaces with a real (tiny) model ---------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_rollout():
-    torch.manual_seed(0)
-    m = M.GPT(M.PRESETS["tiny"])
-    ps = [S.prompt_ids(p) for p in R.make_split("test", 3)]
-    ro = S.generate(m, ps, G=2, max_new_tokens=10, generator=torch.Generator().manual_seed(0))
-    return m, ro
-
+# tiny_rollout (tests/conftest.py): a random tiny model and 3 prompts x 2 samples
 
 def test_pretrain_logprobs_equal_direct_forward_on_bos_plus_y(tiny_rollout):
     m, ro = tiny_rollout

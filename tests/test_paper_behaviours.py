@@ -20,33 +20,23 @@ import train as T
 LAB = Path(__file__).resolve().parents[1] / "tutorial" / "lab.pt"  # the committed classroom model
 
 
-@pytest.fixture(scope="module")
-def rollout():
-    """A tiny random model and 2 prompts x 2 samples with real (different) prompts."""
-    torch.manual_seed(0)
-    m = M.GPT(M.PRESETS["tiny"])
-    ps = [S.prompt_ids(p) for p in R.make_split("test", 2)]
-    ro = S.generate(m, ps, G=2, max_new_tokens=8, generator=torch.Generator().manual_seed(1))
-    return m, ro
-
-
 def grads(model, loss):
     model.zero_grad(set_to_none=True)
     loss.backward()
     return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
 
 
-HP = dict(agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", max_new_tokens=8)
+HP = dict(agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean", max_new_tokens=10)
 
 
 @pytest.mark.parametrize("name,space", [("grpo", "cond"), ("nsr-rl", "cond"), ("psr", "cond"), ("nsr", "cond"),
                                         ("w-reinforce", "cond"), ("prerl", "pre"), ("nsr-prerl", "pre"),
                                         ("psr-prerl", "pre")])
-def test_each_objective_trains_its_own_space(rollout, name, space):
+def test_each_objective_trains_its_own_space(tiny_rollout, name, space):
     """The paper's whole subject: PreRL objectives differentiate log P(y), the others log P(y|x)."""
-    m, ro = rollout
+    m, ro = tiny_rollout
     m = copy.deepcopy(m)
-    r = torch.tensor([1., 0., 0., 1.])
+    r = torch.tensor([1., 0., 0., 1., 1., 0.])
     loss, _ = L.objective_loss(name, m, ro, r, 2, HP)
     got = grads(m, loss)
     logp = L.pretrain_logprobs(m, ro.response)[0] if space == "pre" else L.conditional_logprobs(m, ro)[0]
@@ -62,9 +52,9 @@ def test_each_objective_trains_its_own_space(rollout, name, space):
     torch.testing.assert_close(got, want)
 
 
-def test_pretrain_space_sees_no_prompt_token(rollout):
+def test_pretrain_space_sees_no_prompt_token(tiny_rollout):
     """log P(y) must not change when the prompt changes; log P(y|x) must."""
-    m, ro = rollout
+    m, ro = tiny_rollout
     other = S.Rollout(torch.flip(ro.prompt, [0]), torch.flip(ro.pad, [0]), ro.response, ro.mask, ro.finished, ro.texts)
     with torch.no_grad():
         torch.testing.assert_close(L.pretrain_logprobs(m, ro.response)[0], L.pretrain_logprobs(m, other.response)[0])

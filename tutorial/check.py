@@ -102,8 +102,8 @@ def check_loss(fn, args, kw, ref, logp, what, wrong=()):
     makes a known mistake, hint)]."""
     got_l, got_g = loss_and_grad(lambda x: call(fn, x, *args, **kw), logp)
     want_l, want_g = loss_and_grad(ref, logp)
-    wl = [(loss_and_grad(w, logp)[0], h) for w, h in wrong]
-    wg = [(loss_and_grad(w, logp)[1], h) for w, h in wrong]
+    wrong = [(loss_and_grad(w, logp), h) for w, h in wrong]  # (loss, grad) of each known mistake, once
+    wl, wg = [(lg[0], h) for lg, h in wrong], [(lg[1], h) for lg, h in wrong]
     same(got_l, want_l, f"{what}: loss value", wl)
     if not got_g.abs().sum() and want_g.abs().sum():
         raise Mismatch(f"{what}: the loss value is right but no gradient reaches logp",
