@@ -4,6 +4,7 @@ Dual Space RL (DSRL, paper section 4): a short NSR-PreRL phase in pre-train spac
     python dsrl.py                    # picks cuda > mps > cpu and the matching preset
     python dsrl.py --preset cpu       # a laptop: about 15 minutes on 2 cores
     python dsrl.py --suite paper --preset cpu --seeds 3   # every claim of the paper over 3 seeds (experiments/)
+    python dsrl.py --suite mechanisms --preset cpu --seeds 3   # why the toy differs from the paper
 
 The schedule (`dsrl_phase` below, step 0-based, S = --warmup-steps):
   phase 1, step < S:  NSR-PreRL. Rollouts come from P(y|x) as always and the verifier scores them, but the loss
@@ -72,7 +73,8 @@ def main(argv=None):
     ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
     ap.add_argument("--init", default=None, help="start from this base checkpoint instead of OUT/<preset>/base.pt "
                     "(e.g. tutorial/lab.pt with --preset lab: no pre-training)")
-    ap.add_argument("--suite", choices=("paper",), help="run every claim of the paper over --seeds seeds instead")
+    ap.add_argument("--suite", choices=("paper", "mechanisms"),
+                    help="paper: every claim of the paper over --seeds seeds; mechanisms: why the toy differs")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per suite configuration (at least 3 for the paper)")
     ap.add_argument("--workers", type=int, default=None, help="parallel suite processes (default 2 on cpu, 8 on gpu)")
     args = ap.parse_args(argv)
@@ -85,9 +87,12 @@ def main(argv=None):
             raise UserError(f"--seeds and --workers must be positive, got {args.seeds} and {args.workers}")
         args.lr = args.batch_prompts = args.group = args.temperature = None
         check_rl_args(args, preset)
-        if args.suite:
-            from experiments.suite import suite  # the suite's machinery lives in experiments/
+        if args.suite == "paper":
+            from experiments.suite import suite  # the suites' machinery lives in experiments/
             return suite(args, device, preset)
+        if args.suite == "mechanisms":
+            from experiments.mechanisms import mechanisms
+            return mechanisms(args, device, preset)
     except UserError as e:
         fail(e)
     out_dir = os.path.join(args.out, preset)

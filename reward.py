@@ -24,7 +24,7 @@ The corpus (the "pre-training data") holds the behaviours the paper talks about,
 import random
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tiktoken
 
@@ -88,10 +88,11 @@ SPLITS = {  # name -> (task config, seed offset). OOD: operands up to 149 instea
 class Problem:
     question: str   # "5+23*7-4"
     answer: int     # 162
+    tag: str = "Q"  # the prompt's tag: Q always, except T / R in the two-mode corpus (CorpusConfig.modes)
 
     @property
     def prompt(self):
-        return f"Q:{self.question}="
+        return f"{self.tag}:{self.question}="
 
 
 _QUESTION = re.compile(r"[0-9]{1,4}(?:[-+*][0-9]{1,4}){0,7}")
@@ -146,14 +147,17 @@ def make_problem(rng, cfg=TaskConfig()):
             return Problem(q, steps[-1][3])
 
 
-def make_split(name, n, seed=0):
+def make_split(name, n, seed=0, tag="Q"):
     """n problems of a named split. Each split has its own seed stream; train, val and test share one
     distribution, so a test question can also occur in training by chance (rare: see tests)."""
     if name not in SPLITS:
         raise UserError(f"unknown split {name!r}: choose from {sorted(SPLITS)}")
     cfg, offset = SPLITS[name]
     rng = random.Random(1_000_003 * offset + seed)
-    return [make_problem(rng, cfg) for _ in range(n)]
+    problems = [make_problem(rng, cfg) for _ in range(n)]
+    for p in problems:
+        p.tag = tag
+    return problems
 
 
 # -----------------------------------------------------------------------------
@@ -169,6 +173,15 @@ class CorpusConfig:
     bare: float = 0.15          # share of documents that are a solution without its question
     guess: float = 0.02         # bad habit: answer `#N` at once, no steps (N a guess near the operands)
     repeat: float = 0.02        # bad habit: apply the last operation once more before answering
+    modes: bool = False         # two prompt-gated styles (MODES) instead of one; RL then asks in the terse one
+
+
+# The two-mode corpus (CorpusConfig.modes, the mechanism study's H4): a tag in the prompt gates a terse style,
+# where reflection and method switches are rare, or a reflective one, where they are common; bare solutions
+# come in both styles with no tag, so P(y) sees the mixture. It mimics a chat template that switches thinking
+# off in the prompt, which PreRL's context token removes (the official code replaces prompt and template).
+MODES = {"T": dict(reflect=0.05, transition=0.03), "R": dict(reflect=0.95, transition=0.6)}
+TERSE = "T"
 
 
 def _slipped(rng, r):
@@ -230,6 +243,9 @@ def corpus_document(rng, cfg=CorpusConfig()):
     """One pre-training document as text (no special tokens): a question with its worked solution, or,
     with probability cfg.bare, the solution alone."""
     p = make_problem(rng, cfg.task)
+    if cfg.modes:  # one of the two styles, half the documents each (no extra draws in the default corpus)
+        p.tag = rng.choice(sorted(MODES))
+        cfg = replace(cfg, **MODES[p.tag])
     sol = solution_text(rng, p, cfg)
     return sol if rng.random() < cfg.bare else p.prompt + sol
 

@@ -30,7 +30,7 @@ from losses import objective_loss
 from model import (PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint, kill_point, restore,
                    rng_state)
 from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
-                    encode, make_problem, make_split)
+                    encode, make_problem, make_split, TERSE)
 import sample
 from sample import evaluate, generate, pick_device, describe, prompt_ids, rollout_stats
 
@@ -99,10 +99,11 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
     path = os.path.join(out_dir, "base.pt")
     run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
-    start, minutes = 0, 0.0
+    start, minutes, curve = 0, 0.0, []
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
-        start, minutes = ck["step"], ck["minutes"]
+        start, minutes, curve = ck["step"], ck["minutes"], ck.get("curve", [])
+    tag = TERSE if corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
     heldout_docs = corpus_batches(random.Random(10_000), corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
     batches = corpus_batches(rng, corpus, hp["batch_size"], device)
@@ -111,7 +112,8 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     def checkpoint(step):
         save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
                                "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
-                               "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed})
+                               "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed,
+                               "curve": curve})
 
     bar = tqdm(range(start, steps), desc=f"pretrain {preset}", disable=not progress, initial=start, total=steps)
     for step in bar:
@@ -129,15 +131,19 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
             model.eval()
             with torch.no_grad():
                 hl = sum(lm_loss(model, x, y).item() for x, y in heldout) / len(heldout)
+            # the pre-training curve: held-out loss and val pass@1 (100 problems x 4), both cheap
+            mv, _ = evaluate(model, make_split("val", 100, tag=tag), n=4, seed=seed, progress=False)
             model.train()
+            curve.append({"step": step + 1, "heldout_loss": hl, "val_pass@1": mv["pass@1"]})
             bar.write(f"step {step + 1}: train loss {loss.item():.4f}, held-out loss {hl:.4f}, "
-                      f"{time.time() - t0:.0f}s")
+                      f"val pass@1 {mv['pass@1']:.3f}, {time.time() - t0:.0f}s")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             checkpoint(step + 1)  # the rng now stands at a pool boundary: the next batches are reproducible
             kill_point(step + 1)
     minutes += (time.time() - t0) / 60
-    m, samples = evaluate(model, make_split("test", eval_problems), n=eval_samples, seed=seed, progress=progress)
-    m["pretrain_minutes"] = minutes
+    m, samples = evaluate(model, make_split("test", eval_problems, tag=tag), n=eval_samples, seed=seed,
+                          progress=progress)
+    m["pretrain_minutes"], m["curve"] = minutes, curve
     with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
         json.dump(m, f, indent=1)
     return path, m, samples
@@ -417,7 +423,7 @@ def main(argv=None):
             path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed,
                                         steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512)
             print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
-            print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
+            print(json.dumps({k: round(v, 4) for k, v in m.items() if k != "curve"}, indent=1))
             for p, text, r in samples[:6]:
                 print(describe(p, text, r))
             return

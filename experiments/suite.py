@@ -156,14 +156,15 @@ def alignment_study(base_path, preset, device, n=256, seed=0):
             "gap_mean": float(gap.sum() / ro.mask.sum()), "gap_entropy_tokens": tok}
 
 
-def run_pool(jobs, preset, device, out_dir, workers, desc):
-    """Run jobs in `workers` spawned processes (torch threads split between them) with a progress bar."""
+def run_pool(jobs, preset, device, out_dir, workers, desc, fn=None):
+    """Run jobs in `workers` spawned processes (torch threads split between them) with a progress bar;
+    fn(job, preset, device, out_dir, threads) runs one job (default run_job)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
     from tqdm import tqdm
     threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, j, preset, device, out_dir, threads): j for j in jobs}
+        futures = {pool.submit(fn or run_job, j, preset, device, out_dir, threads): j for j in jobs}
         for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
             if fut.exception() is not None:  # stop now, not after every other job has run
                 pool.shutdown(wait=False, cancel_futures=True)
