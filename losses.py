@@ -21,7 +21,8 @@ Shapes: N = B*G responses, T = response length. logp, mask: (N, T); rewards: (N,
 import torch
 from torch.nn import functional as F
 
-from reward import BOS_ID
+from reward import BOS_ID, TOKEN_CLASSES
+from sample import token_classes
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -213,6 +214,8 @@ def objective_loss(name, model, ro, r, G, hp, ref=None):
                              kl_coef=hp["kl_coef"], **agg)
     elif pre:
         select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
+        if hp.get("prerl_tokens", "all") == "no-question-operands":  # H1's restricted run (experiments/mechanisms.py)
+            mask = mask & (token_classes(ro) != TOKEN_CLASSES.index("question operand"))
         loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], **agg)
         st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
     elif name == "nsr-rl":
@@ -225,11 +228,11 @@ def objective_loss(name, model, ro, r, G, hp, ref=None):
         loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], **agg)
     else:
         raise ValueError(f"unknown phase objective {name!r}")
-    m = mask.float()
+    m = ro.mask.float()
     for key, ent in (("entropy_cond", ent_c), ("entropy_pre", ent_m)):
         if ent is not None:
             st[key] = float((ent.detach() * m).sum() / m.sum())
-    return loss, st
+    return loss * hp.get("loss_coef", 1.0), st  # loss_coef: the official warmup's 0.01 (train.RL_DEFAULTS)
 
 
 # -----------------------------------------------------------------------------

@@ -301,6 +301,38 @@ def reflection_stats(texts):
     return {"waits": n, "follows_error": follows / max(n, 1), "redo_right": right / max(n, 1)}
 
 
+TOKEN_CLASSES = ("question operand", "carried operand", "step result", "structure", "marker", "answer", "other")
+_STEP = re.compile(r"([0-9]+)([-+*])([0-9]+)(?:=(-?[0-9]+))?")
+
+
+def char_classes(question, text):
+    """The class (an index into TOKEN_CLASSES) of every character of a response: which tokens only the question
+    determines (H1 of experiments/mechanisms.py). In a step `a op b=r` an operand is a "question operand" if its
+    value is one of the question's numbers, else a "carried operand" (a result restated, or a split part; a
+    carried value that happens to equal a question number is counted as a question operand); r is a "step
+    result"; `=;#+-*` are "structure"; ` wait ` and ` alternatively ` are "marker"s; the digits after `#` are the
+    "answer". With byte tokens, character i is response token i."""
+    nums = {m for m in re.findall(r"[0-9]+", question)}
+    cls = [TOKEN_CLASSES.index("other")] * len(text)
+
+    def mark(lo, hi, name):
+        cls[lo:hi] = [TOKEN_CLASSES.index(name)] * (hi - lo)
+
+    for i, ch in enumerate(text):
+        if ch in "=;#+-*":
+            cls[i] = TOKEN_CLASSES.index("structure")
+    for m in re.finditer(r" ?\b(?:wait|alternatively)\b ?", text):
+        mark(m.start(), m.end(), "marker")
+    for m in _STEP.finditer(text):
+        for g in (1, 3):
+            mark(m.start(g), m.end(g), "question operand" if m.group(g) in nums else "carried operand")
+        if m.group(4) is not None:
+            mark(m.start(4), m.end(4), "step result")
+    for m in re.finditer(r"#(-?[0-9]+)", text):
+        mark(m.start(1), m.end(1), "answer")
+    return cls
+
+
 def habit_stats(questions, texts):
     """How often responses show the corpus's prompt-independent bad habits (CorpusConfig guess and repeat):
     guess  = share that answer at once, `#N` with no steps;

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
-from reward import (EOS_ID, PAD_ID, BOS_ID, UserError, fail, Problem, count_markers, decode, encode, habit_stats,
-                    make_split, reflection_stats, score, solve, MARKERS)
+from reward import (EOS_ID, PAD_ID, BOS_ID, TOKEN_CLASSES, UserError, fail, Problem, char_classes, count_markers,
+                    decode, encode, habit_stats, make_split, reflection_stats, score, solve, MARKERS)
 
 
 @dataclass
@@ -37,6 +37,18 @@ class Rollout:
 def rollout_rows(ro, rows):
     """The rows `rows` (a slice) of a Rollout, e.g. one micro-batch of whole groups."""
     return Rollout(ro.prompt[rows], ro.pad[rows], ro.response[rows], ro.mask[rows], ro.finished[rows], ro.texts[rows])
+
+
+def token_classes(ro):
+    """(N, Tr) long: the reward.TOKEN_CLASSES index of every response token (reward.char_classes; pads and the
+    end token are "other"). The question is read back from each prompt row."""
+    cls = torch.full(ro.response.shape, TOKEN_CLASSES.index("other"), dtype=torch.long)
+    for i in range(ro.response.size(0)):
+        question = decode(t for t in ro.prompt[i].tolist() if t < 256).split(":", 1)[-1].rstrip("=")
+        ids = ro.response[i].tolist()
+        text = "".join(chr(t) if t < 256 else "\0" for t in ids)  # one character per token, bytes as latin-1
+        cls[i] = torch.tensor(char_classes(question, text))
+    return cls.to(ro.response.device)
 
 
 def prompt_ids(problem):

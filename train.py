@@ -167,9 +167,14 @@ RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share a
 
 
 RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
-                   temperature=1.0, micro_batch=None, other_space_every=1)
+                   temperature=1.0, micro_batch=None, other_space_every=1, weight_decay=0.0, warmup_coef=1.0,
+                   reset_at_switch=False, prompt_tag="Q", prerl_tokens="all")
 # micro_batch: rows per loss/backward chunk (None: all at once; whole groups). other_space_every: run the log-only
 # log-prob pass of the space the objective does not train every k-th step (1: every step; 0: never).
+# The official code's warmup (experiments/mechanisms.py, H3): warmup_coef multiplies the phase-1 loss (its
+# pretrain_loss_coef 0.01), weight_decay 0.01; reset_at_switch=True clears AdamW's moments at S (a control).
+# prompt_tag: "T" asks in the two-mode corpus's terse mode (H4); prerl_tokens="no-question-operands" leaves
+# the operands copied from the question out of the PreRL loss (H1).
 
 
 class Diverged(RuntimeError):
@@ -177,11 +182,12 @@ class Diverged(RuntimeError):
 
 
 def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None, warmup_steps=None,
-             progress=True, log_path=None, resume=False, ckpt_every=10, **overrides):
+             progress=True, log_path=None, resume=False, ckpt_every=10, eval_extra=None, **overrides):
     """Online RL from checkpoint `init` with `objective`; checkpoints to out_path every `ckpt_every` steps and
     at the end. resume=True continues from out_path if it holds an unfinished run of the same settings (on
     CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
-    kl_coef / lam / prerl_advantage. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
+    kl_coef / lam / prerl_advantage (RL_DEFAULTS). eval_extra(model) -> dict adds its numbers to every
+    held-out evaluation. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
     from dsrl import TWO_PHASE, default_warmup, phase  # the schedule (loss and lr per step); dsrl.py imports this file
     hp = dict(RL_DEFAULTS, **RL[preset])  # a preset may override a default (micro_batch)
@@ -197,9 +203,10 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     rng = random.Random(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     # the same optimizer for both phases (not reset at the switch, as in the official code)
-    opt = model.configure_optimizers(hp["lr"], weight_decay=0.0, betas=(0.9, 0.999), device_type=device.split(":")[0])
+    opt = model.configure_optimizers(hp["lr"], weight_decay=hp["weight_decay"], betas=(0.9, 0.999),
+                                     device_type=device.split(":")[0])
     ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
-    test = make_split(hp["eval_split"], hp["eval_problems"])
+    test = make_split(hp["eval_split"], hp["eval_problems"], tag=hp["prompt_tag"])
     run = {"init": os.path.abspath(init), "objective": objective, "steps": steps, "warmup_steps": S, "hp": hp,
            "seed": seed, "preset": preset}
     history, evals, start, bad_in_a_row = [], [], 0, 0
@@ -217,7 +224,7 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
 
     def run_eval(step):
         m, _ = evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"], seed=seed + 1)
-        return {"step": step, **m}
+        return {"step": step, **m, **(eval_extra(model) if eval_extra else {})}
 
     def checkpoint(step):
         save_checkpoint(out_path, {
@@ -234,11 +241,16 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])
         if objective in TWO_PHASE and step == S and ref is not None:
             ref.load_state_dict(model.state_dict())  # policy reincarnation: re-anchor the KL reference
+        if objective in TWO_PHASE and step == S and hp["reset_at_switch"]:
+            opt.state.clear()  # the control of H3: phase 2 starts with fresh AdamW moments
         for g in opt.param_groups:
             g["lr"] = lr
         problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
+        for p in problems:
+            p.tag = hp["prompt_tag"]
         every = hp["other_space_every"]
-        step_hp = dict(hp, other_space=bool(every) and step % every == 0)  # the logging-only pass, or not
+        step_hp = dict(hp, other_space=bool(every) and step % every == 0,  # the logging-only pass, or not
+                       loss_coef=hp["warmup_coef"] if objective in TWO_PHASE and step < S else 1.0)
         ro, r, loss, st, gnorm, finite, times = rl_step(model, opt, problems, name, step_hp, gen, ref)
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= 3:  # a blown-up step (NSR can push log-probs to -inf) is skipped; 3 in a row stop
@@ -298,7 +310,9 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
     if finite:
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])  # 0.8M floats on cpu: cheap
         opt.step()
+        st["update_norm"] = float((torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm())
     opt.zero_grad(set_to_none=True)
     sync()
     return ro, r, loss, st, gnorm, finite, (t1 - t0, t_lp, t_bw + time.perf_counter() - t3)

@@ -19,8 +19,18 @@ on that seed's base:
 Curves use the val split, final numbers the test and ood splits. The report is experiments/why.py.
 """
 import os
+import sys
+import time
 
-from experiments.suite import run_pool
+import torch
+
+from experiments.report import write_json
+from experiments.suite import SUITE_HP, SUITE_STEPS, load_runs, run_job, run_pool
+from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
+from model import load_checkpoint, model_from_checkpoint
+from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, step_is_wrong
+from sample import Rollout, generate, prompt_ids, rewards, token_classes
+from train import RL
 
 WARMUP_LR = 3e-5   # the DSRL warmup learning rate the paper suite chose on the val split (RESULTS.md)
 WARMUP_SHARE = 0.1  # the S the paper suite chose (10% of the RL steps)
@@ -40,9 +50,170 @@ def stage1_jobs(out_dir, seeds):
     return jobs
 
 
+OFFICIAL = dict(weight_decay=0.01)  # verl's AdamW default, in every official-settings run
+OFFICIAL_WARMUP = dict(OFFICIAL, warmup_coef=0.01)  # pretrain_loss_coef, at the GRPO learning rate
+
+
+def stage2_jobs(out_dir, seeds, steps, lr):
+    """Per seed, on that seed's bases; the H2 probe runs inside the faithful-corpus NSR-PreRL runs (probe=True).
+    Ordered by priority over all seeds (the C7 re-run with Zhu et al.'s PSR / NSR comes last)."""
+    S, short = max(1, round(WARMUP_SHARE * steps)), max(1, steps // 2)
+    first, last = [], []
+    for s in seeds:
+        faithful, modes = (os.path.join(d, "base.pt") for d in base_dirs(out_dir, s))
+        nsr = dict(objective="nsr-prerl", seed=s, steps=short, base=faithful, probe=True, eval_every=max(1, short // 5))
+        run, terse = dict(seed=s, steps=steps, base=faithful), dict(seed=s, steps=steps, base=modes)
+        first += [dict(name="base", kind="base", seed=s, base=faithful, passk=True),
+                  dict(name="shares", kind="shares", seed=s, base=faithful),
+                  # H1: NSR-PreRL at the RL learning rate, all tokens vs the question's operands left out
+                  dict(name="h1-nsr-prerl", lr=lr, **nsr),
+                  dict(name="h1-nsr-prerl-masked", lr=lr, hp=dict(prerl_tokens="no-question-operands"), **nsr),
+                  # H2: NSR-PreRL at the DSRL warmup rate (the H1 runs and the official one carry the probe too)
+                  dict(name="h2-nsr-prerl", lr=WARMUP_LR, **nsr),
+                  # H3: ours against the official settings
+                  dict(name="grpo", objective="grpo", passk=True, **run),
+                  dict(name="dsrl", objective="dsrl", warmup_steps=S, warmup_lr=WARMUP_LR, passk=True, **run),
+                  dict(name="grpo-official", objective="grpo", hp=dict(OFFICIAL, eps_high=0.28), passk=True, **run),
+                  dict(name="grpo-official-clip0.2", objective="grpo", hp=OFFICIAL, **run),
+                  dict(name="dsrl-official", objective="dsrl", warmup_steps=S, warmup_lr=lr, hp=OFFICIAL_WARMUP,
+                       passk=True, **run),
+                  dict(name="dsrl-official-reset", objective="dsrl", warmup_steps=S, warmup_lr=lr,
+                       hp=dict(OFFICIAL_WARMUP, reset_at_switch=True), **run),
+                  dict(name="nsr-rl-warmup-official", objective="nsr-rl-warmup", warmup_steps=S, warmup_lr=lr,
+                       hp=OFFICIAL_WARMUP, **run),
+                  dict(nsr, name="nsr-prerl-official", objective="dsrl", warmup_steps=short, warmup_lr=lr,
+                       hp=OFFICIAL_WARMUP),
+                  # H4: the two-mode corpus, RL asks in the terse mode
+                  dict(name="modes-base", kind="base", seed=s, base=modes, hp=dict(prompt_tag=TERSE)),
+                  dict(nsr, name="modes-nsr-prerl", lr=WARMUP_LR, base=modes, probe=False, hp=dict(prompt_tag=TERSE)),
+                  dict(name="modes-grpo", objective="grpo", hp=dict(prompt_tag=TERSE), **terse),
+                  dict(name="modes-dsrl", objective="dsrl", warmup_steps=S, warmup_lr=WARMUP_LR,
+                       hp=dict(prompt_tag=TERSE), **terse)]
+        last += [dict(name=f"{obj}-official", objective=obj, hp=dict(OFFICIAL, eps_high=0.28), passk=True, **run)
+                 for obj in ("psr", "nsr")]
+    return first + last
+
+
+# -----------------------------------------------------------------------------
+# H1: which tokens carry the gradient?
+
+def gradient_shares(job, preset, device, rows=None):
+    """On one batch of base rollouts (training problems, the preset's B x G): the norm of the NSR-PreRL and of the
+    GRPO gradient carried by each token class (reward.TOKEN_CLASSES). Each class's loss keeps the whole batch's
+    token denominator, so the class gradients sum to the full gradient; share = |g_c| / sum over classes."""
+    import random
+    hp = dict(RL[preset], **SUITE_HP[preset])
+    from train import RL_DEFAULTS
+    hp = dict(RL_DEFAULTS, **hp)
+    model = model_from_checkpoint(load_checkpoint(job["base"]), device)
+    rng, G = random.Random(job["seed"] + 100), hp["group"]
+    problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
+                  generator=torch.Generator(device=device).manual_seed(job["seed"] + 100))
+    r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
+    cls = token_classes(ro)
+    out = {"reward": float(r.mean()), "token_share": {}}
+    for name in ("nsr-prerl", "grpo"):
+        full, st = objective_loss(name, model, ro, r, G, dict(hp, other_space=False))
+        total, norms = st["tokens"], {}
+        g_full = flat_grad(model, full).norm()
+        for c, cname in enumerate(TOKEN_CLASSES):
+            sub = Rollout(ro.prompt, ro.pad, ro.response, ro.mask & (cls == c), ro.finished, ro.texts)
+            out["token_share"][cname] = float(sub.mask.sum() / ro.mask.sum())
+            if not sub.mask.any():
+                norms[cname] = 0.0
+                continue
+            loss, stc = objective_loss(name, model, sub, r, G, dict(hp, other_space=False))
+            norms[cname] = float(flat_grad(model, loss * stc["tokens"] / max(1, total)).norm()) if stc["tokens"] else 0.0
+        denom = sum(norms.values()) or 1.0
+        out[name] = {"grad_norm": float(g_full), "norm": norms, "share": {k: v / denom for k, v in norms.items()},
+                     "tokens": total}
+    return out
+
+
+# -----------------------------------------------------------------------------
+# H2: can the model see its own slips?
+
+def wait_probe_set(model, problems, G, max_new_tokens, seed, cap=300):
+    """Teacher-forcing items from base samples: for each complete step `a op b=r` of a response (the sample went
+    on with ';' or ' '), the prefix up to r followed by ' wait', and whether r slipped. At most `cap` of each."""
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
+                  generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed))
+    import re
+    items = {True: [], False: []}
+    for i, text in enumerate(ro.texts):
+        for m in re.finditer(r"(?:^|(?<=[;a-z ]))(-?[0-9]+[-+*][0-9]+=-?[0-9]+)(?=[; ])", text):
+            slipped = step_is_wrong(m.group(1))
+            if slipped is not None and len(items[slipped]) < cap:
+                items[slipped].append((prompt_ids(problems[i // G]), encode(text[:m.end()] + " wait")))
+    return items
+
+
+def wait_probe(model, items):
+    """Mean P(' wait' | prefix) over slipped and over right steps, with the prompt (P(y|x)) and without (P(y))."""
+    device, out = model.lm_head.weight.device, {}
+    n_wait = len(encode(" wait"))
+    was = model.training
+    model.eval()
+    for slipped, rows in items.items():
+        key = "slip" if slipped else "right"
+        if not rows:
+            out[f"p_wait_{key}_cond"] = out[f"p_wait_{key}_pre"] = float("nan")
+            continue
+        Tp, Tr = max(len(p) for p, _ in rows), max(len(y) for _, y in rows)
+        prompt = torch.tensor([[PAD_ID] * (Tp - len(p)) + p for p, _ in rows], device=device)
+        pad = torch.tensor([Tp - len(p) for p, _ in rows], device=device)
+        resp = torch.tensor([y + [PAD_ID] * (Tr - len(y)) for _, y in rows], device=device)
+        ends = torch.tensor([len(y) for _, y in rows], device=device)
+        pos = torch.arange(Tr, device=device)[None]
+        last = (pos >= ends[:, None] - n_wait) & (pos < ends[:, None])  # the ' wait' tokens
+        with torch.no_grad():
+            lc, _ = token_logprobs(model, prompt, resp, pad)
+            lm, _ = pretrain_logprobs(model, resp)
+        out[f"p_wait_{key}_cond"] = float(((lc * last).sum(1)).exp().mean())
+        out[f"p_wait_{key}_pre"] = float(((lm * last).sum(1)).exp().mean())
+        out[f"n_{key}"] = len(rows)
+    model.train(was)
+    return out
+
+
+def probe_for(job, device):
+    """eval_extra for run_job: the H2 probe on a fixed set built from this job's base model (val split)."""
+    if not job.get("probe"):
+        return None
+    base = model_from_checkpoint(load_checkpoint(job["base"]), device)
+    items = wait_probe_set(base, make_split("val", 64, seed=job["seed"] + 5), G=4,
+                           max_new_tokens=RL[job["preset"]]["max_new_tokens"], seed=job["seed"] + 5)
+    return lambda model: wait_probe(model, items)
+
+
+def run_mechanism_job(job, preset, device, out_dir, threads):
+    return run_job(job, preset, device, out_dir, threads, kinds={"shares": gradient_shares},
+                   eval_extra=lambda j, d: probe_for(dict(j, preset=preset), d))
+
+
 def mechanisms(args, device, preset):
+    """Stage 1 (the bases), stage 2 (every mechanism run); then mechanisms.json, mechanisms.md and a figure per
+    hypothesis (experiments/why.py)."""
     out_dir = os.path.join(args.out, preset, "mechanisms")
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    t0 = time.time()
     seeds = range(args.seeds)
+    steps = args.steps or SUITE_STEPS[preset] or RL[preset]["steps"]
     workers = args.workers or (2 if device == "cpu" else 8)
-    run_pool(stage1_jobs(out_dir, seeds), preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
+    stage1 = stage1_jobs(out_dir, seeds)
+    run_pool(stage1, preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
+    stage2 = stage2_jobs(out_dir, seeds, steps, RL[preset]["lr"])
+    run_pool(stage2, preset, device, out_dir, workers, f"mechanisms {preset} stage 2/2", fn=run_mechanism_job)
+    from experiments.why import why_figures, why_report
+    runs = load_runs(out_dir, stage1 + stage2)
+    meta = {"preset": preset, "device": device, "cpu_cores": os.cpu_count(), "steps": steps, "seeds": args.seeds,
+            "S": max(1, round(WARMUP_SHARE * steps)), "warmup_lr": WARMUP_LR, "lr": RL[preset]["lr"],
+            "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60}
+    summary, text = why_report(meta, runs)
+    write_json(os.path.join(out_dir, "mechanisms.json"), summary)
+    with open(os.path.join(out_dir, "mechanisms.md"), "w") as f:
+        f.write(text)
+    why_figures(out_dir, summary, runs)
+    print(f"wrote {out_dir}/mechanisms.json, mechanisms.md and figures: {len(stage1) + len(stage2)} jobs, "
+          f"{meta['wall_minutes']:.1f} min")

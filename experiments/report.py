@@ -11,14 +11,14 @@ from reward import MARKERS, make_split
 from sample import evaluate
 from train import RL
 
-def final_metrics(model, preset, seed, problems, n=(8, 4), passk=0, progress=False):
+def final_metrics(model, preset, seed, problems, n=(8, 4), passk=0, progress=False, tag="Q"):
     """Held-out metrics of a finished model: `problems` test and ood problems with n[0] and n[1] samples each,
-    and pass@k up to 64 on `passk` test problems (0: none)."""
+    and pass@k up to 64 on `passk` test problems (0: none); tag: the prompts' tag (reward.Problem)."""
     tokens = RL[preset]["max_new_tokens"]
-    final = {split: evaluate(model, make_split(split, problems), n=k, max_new_tokens=tokens, seed=seed + offset,
+    final = {split: evaluate(model, make_split(split, problems, tag=tag), n=k, max_new_tokens=tokens, seed=seed + offset,
                              progress=progress)[0] for split, k, offset in (("test", n[0], 7), ("ood", n[1], 8))}
     if passk:
-        final["passk"] = evaluate(model, make_split("test", passk), n=64, max_new_tokens=tokens, seed=seed + 11)[0]
+        final["passk"] = evaluate(model, make_split("test", passk, tag=tag), n=64, max_new_tokens=tokens, seed=seed + 11)[0]
     return final
 
 
@@ -40,6 +40,8 @@ def mean_ci(values):
     """Mean and half-width of the 95% t-interval (n - 1 degrees of freedom)."""
     t95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
     n = len(values)
+    if any(v != v for v in values):  # a nan (e.g. a probe with no items on a tiny model) stays nan
+        return float("nan"), float("nan")
     m = statistics.fmean(values)
     return m, (t95.get(n - 1, 1.96) * statistics.stdev(values) / n ** 0.5 if n > 1 else float("nan"))
 

@@ -90,16 +90,18 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
     return jobs
 
 
-def suite_final(model, preset, seed, passk):
+def suite_final(model, preset, seed, passk, tag="Q"):
     """What the suite reports of a finished model: twice its curve's problems for test and ood; pass@k on as many."""
     n = dict(RL[preset], **SUITE_HP[preset])["eval_problems"]
-    return final_metrics(model, preset, seed, 2 * n, passk=n if passk else 0)
+    return final_metrics(model, preset, seed, 2 * n, passk=n if passk else 0, tag=tag)
 
 
-def run_job(job, preset, device, out_dir, threads):
+def run_job(job, preset, device, out_dir, threads, kinds=None, eval_extra=None):
     """One suite job in its own process; writes runs/<name>-s<seed>.json (skipped if it exists: resumable).
     Kinds: an RL run (trained with resume, then suite_final), the base model's final metrics for one seed,
-    a pre-training run, the alignment study."""
+    a pre-training run, the alignment study, or kinds[kind](job, preset, device) -> dict for another suite's
+    own measurements. job["hp"] overrides RL settings (train.RL_DEFAULTS); eval_extra(job, device) may return
+    a function of the model whose numbers join every evaluation of an RL run."""
     torch.set_num_threads(threads)
     path = os.path.join(out_dir, "runs", f"{job['name']}-s{job['seed']}")
     if os.path.exists(path + ".json"):  # reuse a finished job only if it ran with the same settings
@@ -109,7 +111,10 @@ def run_job(job, preset, device, out_dir, threads):
             return path + ".json"
     kind = job.get("kind", "rl")
     job = {**job, "suite_hp": SUITE_HP[preset]}
-    if kind == "pretrain":
+    tag = job.get("hp", {}).get("prompt_tag", "Q")
+    if kinds and kind in kinds:
+        record = {**job, **kinds[kind](job, preset, device)}
+    elif kind == "pretrain":
         _, m, _ = pretrain(preset, job["dir"], device, seed=job["seed"], resume=True, progress=False,
                            corpus=CorpusConfig(**job.get("corpus", {})))
         record = {**job, "base_eval": m}
@@ -117,15 +122,17 @@ def run_job(job, preset, device, out_dir, threads):
         record = {**job, **alignment_study(job["base"], preset, device, seed=job["seed"])}
     elif kind == "base":
         model = model_from_checkpoint(load_checkpoint(job["base"]), device)
-        record = {**job, "final": suite_final(model, preset, job["seed"], passk=job.get("passk", True))}
+        record = {**job, "final": suite_final(model, preset, job["seed"], job.get("passk", True), tag)}
     else:
-        over = {**SUITE_HP[preset], **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
+        over = {**SUITE_HP[preset], **job.get("hp", {}),
+                **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
         model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
                                          preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
-                                         progress=False, resume=True, **over)
+                                         progress=False, resume=True,
+                                         eval_extra=eval_extra(job, device) if eval_extra else None, **over)
         keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
-                "logp_negative", "skipped", "t_sample", "t_learn")
-        record = {**job, "evals": evals, "final": suite_final(model, preset, job["seed"], job.get("passk")),
+                "logp_negative", "skipped", "t_sample", "t_learn", "lr", "update_norm")
+        record = {**job, "evals": evals, "final": suite_final(model, preset, job["seed"], job.get("passk"), tag),
                   "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
     write_json(path + ".json", record)
     if os.path.exists(path + ".pt"):
