@@ -309,6 +309,7 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     t3 = time.perf_counter()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+    st["update_norm"] = 0.0  # a skipped step moves nothing
     if finite:
         before = torch.cat([p.detach().flatten() for p in model.parameters()])  # 0.8M floats on cpu: cheap
         opt.step()

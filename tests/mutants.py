@@ -153,7 +153,7 @@ MUTANTS = [
     ("no-grad-clip", "train.py", [("gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
                                    "gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float('inf'))")],
      "RL updates are not clipped to gradient norm 1", None),
-    ("step-applied-when-not-finite", "train.py", [("    if finite:\n        opt.step()", "    opt.step()")],
+    ("step-applied-when-not-finite", "train.py", [("    if finite:\n        before", "    if True:\n        before")],
      "a non-finite step is applied anyway", None),
     ("no-kl-reanchor", "train.py", [("            ref.load_state_dict(model.state_dict())  # policy reincarnation", "            pass  # policy reincarnation")],
      "the KL reference is not reset to the policy at the DSRL switch", None),
@@ -163,7 +163,7 @@ MUTANTS = [
      "the default S rounds down", None),
     ("no-eval-at-switch", "train.py", [("switch = objective in TWO_PHASE and step + 1 == S", "switch = objective in TWO_PHASE and step == S")],
      "no held-out evaluation right after the NSR phase", None),
-    ("rl-adam-betas", "train.py", [("weight_decay=0.0, betas=(0.9, 0.999)", "weight_decay=0.0, betas=(0.9, 0.95)")],
+    ("rl-adam-betas", "train.py", [('weight_decay=hp["weight_decay"], betas=(0.9, 0.999)', 'weight_decay=hp["weight_decay"], betas=(0.9, 0.95)')],
      "RL uses pre-training's betas instead of the official (0.9, 0.999)", None),
     ("optimizer-reset-at-switch", "train.py", [('        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])\n',
                                                 '        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])\n'
