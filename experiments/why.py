@@ -3,7 +3,7 @@ The report of the mechanism study (experiments/mechanisms.py): the numbers of ea
 verdict by the rule the hypothesis states, and one figure per hypothesis. "± x" is the half-width of the 95%
 t-interval over seeds; a paired difference is taken seed by seed (both runs start from that seed's base).
 """
-from experiments.report import half_width, markdown_table, mean_ci, plot_curves, plot_passk, pyplot, save
+from experiments.report import half_width, markdown_table, mean_ci, plot_curves, pyplot, save
 from reward import MARKERS, TOKEN_CLASSES
 
 COLLAPSE = 0.5  # a run "collapses" if its final val pass@1 is below half of its step-0 value
@@ -30,10 +30,6 @@ def test_pass1(r):
 
 def above(mc):
     return mc[0] - half_width(mc) > 0
-
-
-def below(mc):
-    return mc[0] + half_width(mc) < 0
 
 
 def pretrain_section(runs):
@@ -108,15 +104,11 @@ def h3(runs, S):
                 "C5": "reproduced" if above(d["dsrl-official - grpo-official (0.2/0.28)"]) else "not reproduced",
                 "C6": "reproduced" if above(d["dsrl-official - grpo-official-clip0.2"])
                 and not above(d["nsr-rl-warmup-official - grpo-official-clip0.2"]) else "not reproduced"}
-    if "psr-official" in runs:
-        ks = sorted(int(k[5:]) for k in runs["base"][0]["final"]["passk"] if k.startswith("pass@"))
-        nsr_gap = {k: paired(runs, "nsr-official", "base", lambda r: r["final"]["passk"][f"pass@{k}"]) for k in ks}
-        verdicts["C7"] = "reproduced" if all(not below(v) for v in nsr_gap.values()) else "not reproduced"
-    # the same verdicts with our settings: C4 and C5 from this study's runs on the same bases, C6 and C7 from the
-    # paper suite (RESULTS.md: neither reproduced)
+    # the same verdicts with our settings: C4 and C5 from this study's runs on the same bases, C6 from the paper
+    # suite (RESULTS.md: not reproduced)
     ours = {"C4": "reproduced" if all(c4_ours[mk][0] >= 2 for mk in MARKERS) else "not reproduced",
             "C5": "reproduced" if above(d["dsrl - grpo (ours)"]) else "not reproduced",
-            "C6": "not reproduced", "C7": "not reproduced"}
+            "C6": "not reproduced"}
     changed = any(verdicts[k] != ours[k] for k in verdicts)
     same_norm = 2 / 3 <= ratio[0] <= 1.5
     verdict = "refuted" if not changed and same_norm else ("supported" if changed else
@@ -240,7 +232,7 @@ def why_figures(out_dir, summary, runs):
         ax.set(xlabel="NSR-PreRL step", ylabel="P(' wait' | step)", yscale="log",
                title="with the prompt" if sp == "cond" else "without the prompt")
     save(fig, out_dir, "h2_wait.png")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for n in ("dsrl-official", "dsrl-official-reset", "grpo-official-clip0.2", "dsrl"):
         steps = [h["step"] for h in runs[n][0]["train"]]
         m = [mean_ci([r["train"][i]["update_norm"] for r in runs[n]])[0] for i in range(len(steps))]
@@ -251,11 +243,6 @@ def why_figures(out_dir, summary, runs):
     plot_curves(axes[1], {n: seed_curve(runs[n], "pass@1") for n in
                           ("grpo", "dsrl", "grpo-official", "dsrl-official", "dsrl-official-reset")})
     axes[1].set(xlabel="RL step", ylabel="val pass@1")
-    if "psr-official" in runs:
-        plot_passk(axes[2], {n: {int(k[5:]): mean_ci([r["final"]["passk"][k] for r in runs[n]])[0]
-                                 for k in runs[n][0]["final"]["passk"] if k.startswith("pass@")}
-                             for n in ("base", "grpo-official", "psr-official", "nsr-official")})
-        axes[2].set(ylabel="test pass@k", title="C7, official settings")
     save(fig, out_dir, "h3_official.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     plot_curves(axes[0], {f"{n} {mk}": seed_curve(runs[n], f"{mk}_share") for n in ("modes-nsr-prerl", "h2-nsr-prerl")

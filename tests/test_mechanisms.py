@@ -119,7 +119,7 @@ def test_mechanism_suite_on_tiny(tmp_path):
     s = json.load(open(d / "mechanisms.json"))
     for h in ("H1", "H2", "H3", "H4"):
         assert s[h]["verdict"].split()[0] in ("supported", "refuted", "inconclusive")
-    assert set(s["H3"]["verdicts"]) == {"C4", "C5", "C6", "C7"}
+    assert set(s["H3"]["verdicts"]) == {"C4", "C5", "C6"}
     runs = json.load(open(d / "runs/dsrl-official-reset-s0.json"))
     assert runs["hp"]["reset_at_switch"] and all("update_norm" in h for h in runs["train"])
     assert "p_wait_slip_cond" in json.load(open(d / "runs/h2-nsr-prerl-s0.json"))["evals"][0]
