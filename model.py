@@ -8,12 +8,15 @@ Two things differ from nanoGPT, both for RL:
 2) A KV cache. Sampling appends one token per step; with the cache each step costs one token's work
    instead of re-running the whole sequence (nanoGPT's generate recomputes everything).
 """
+import atexit
 import math
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
@@ -251,3 +254,88 @@ def kill_point(step):
 def rng_state(rng):
     """Everything random a resumed run needs: our own Python generator and torch's global one."""
     return {"python": rng.getstate(), "torch": torch.get_rng_state()}
+
+
+# -----------------------------------------------------------------------------
+# data parallel under torchrun: one process per device (rank), gradients averaged by DistributedDataParallel.
+# In a plain `python` run (WORLD_SIZE unset) torch.distributed is never initialised and every helper below is the
+# one-process identity: rank 0 of 1, sums of one, fn() itself.
+
+def init_distributed(device):
+    """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU) and return this process's device,
+    cuda:LOCAL_RANK for `cuda` (one process per GPU); ranks other than 0 print nothing (their stdout goes to
+    /dev/null; errors still reach stderr). Without torchrun: `device`, and nothing else happens."""
+    if "WORLD_SIZE" not in os.environ or dist.is_initialized():
+        return device
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    atexit.register(dist.destroy_process_group)
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+    return device
+
+
+def rank_world():
+    """(this process's rank, number of processes); (0, 1) without torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def is_rank0():
+    return rank_world()[0] == 0
+
+
+def data_parallel(model):
+    """The model wrapped in DistributedDataParallel (backward averages the gradients over ranks) under torchrun;
+    the model itself without. Sampling and evaluation use the bare model (`.module`), never the wrapper."""
+    if not dist.is_initialized():
+        return model
+    dev = model.lm_head.weight.device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+
+
+def all_reduce_sum(values):
+    """A list of numbers (token counts, loss sums, statistics) summed over ranks; the list itself without torchrun."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def reduce_stats(stats):
+    """Logged statistics of this rank's share of a batch (every rank holds as many rows) -> the whole batch's:
+    counts (ints) summed over ranks, means averaged. Unchanged without torchrun."""
+    if not dist.is_initialized():
+        return stats
+    keys = sorted(stats)  # the same order on every rank
+    total = dict(zip(keys, all_reduce_sum([float(stats[k]) for k in keys])))
+    world = dist.get_world_size()
+    return {k: int(total[k]) if isinstance(v, int) else total[k] / world for k, v in stats.items()}
+
+
+def on_rank0(fn):
+    """fn() run by rank 0 alone and its result sent to every rank (evaluation: the numbers of one process,
+    whatever the number of ranks); fn() without torchrun."""
+    if not dist.is_initialized():
+        return fn()
+    out = [fn() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(out, src=0)
+    return out[0]
+
+
+def gather(obj):
+    """Every rank's `obj` in rank order (each rank's sampler state, for the checkpoint); [obj] without torchrun."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier():
+    """Wait for every rank (after rank 0 wrote a checkpoint, so that none runs ahead of it)."""
+    if dist.is_initialized():
+        dist.barrier()
