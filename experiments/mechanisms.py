@@ -44,5 +44,5 @@ def mechanisms(args, device, preset):
     out_dir = os.path.join(args.out, preset, "mechanisms")
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     seeds = range(args.seeds)
-    workers = args.workers or (2 if device == "cpu" else 8)
+    workers = args.workers  # None: suite.worker_devices' default
     run_pool(stage1_jobs(out_dir, seeds), preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
