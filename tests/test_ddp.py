@@ -161,6 +161,8 @@ def runs(tiny_base, tmp_path_factory):
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "whole.pt"), "cpu", steps=3,
                    log_path=str(one / "whole.jsonl"), **RL_KW)
         T.pretrain("tiny", str(one / "pre"), "cpu", **PRE_KW)
+        # the same rows in the same two chunks as the two ranks (micro-batches of 2 prompts x 4 samples)
+        T.rl_train(str(tiny_base), "w-reinforce", str(one / "chunks.pt"), "cpu", steps=3, micro_batch=8, **RL_KW)
         del seen[:]
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "own.pt"), "cpu", steps=4, ckpt_every=2, **RL_KW)
     finally:
@@ -175,8 +177,13 @@ def weights(path):
 
 def test_weights_after_3_rl_steps_and_pretraining_match_one_process(runs):
     two, one, _, _ = runs
+    # 2.6e-6 measured: gradients equal to float rounding, which AdamW amplifies on near-zero gradients (lr 1e-3)
     d = max_diff(weights(two / "whole.pt"), weights(one / "whole.pt"))
     assert d <= 1e-5, f"RL weights after 3 steps differ by {d:.3g}"
+    # and bit for bit the one process that sums the same two halves of the batch (micro-batches): DDP adds the
+    # ranks' gradients as micro_batched_backward adds its chunks', and halving is exact
+    d = max_diff(weights(two / "whole.pt"), weights(one / "chunks.pt"))
+    assert d == 0, f"2 ranks differ from 1 process with the ranks' rows as micro-batches by {d:.3g}"
     d = max_diff(weights(two / "pre/base.pt"), weights(one / "pre/base.pt"))
     assert d <= 1e-5, f"pre-training weights after 3 steps differ by {d:.3g}"
     # the logged statistics are the whole batch's: reduced over the ranks, the same as one process's
