@@ -67,6 +67,12 @@ def phase(objective, step, S, lr, warmup_lr):
 # -----------------------------------------------------------------------------
 # the comparison run: GRPO and DSRL from the same base, same seed, same settings
 
+def launcher():
+    """How this script was started, for the results: python, or torchrun with N processes."""
+    world = rank_world()[1]
+    return "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
+
+
 def main(argv=None):
     ap = common_args(__doc__, "RL steps per run (default: the preset's)")
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
@@ -144,7 +150,7 @@ def main(argv=None):
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],
                "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base},
-               "results": results, "curves": curves, "command": " ".join(["python", "dsrl.py", *sys.argv[1:]])}
+               "results": results, "curves": curves, "command": " ".join([launcher(), "dsrl.py", *sys.argv[1:]])}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = (f"# {' vs '.join(names)} ({preset} preset, seed {args.seed})\n\n"
