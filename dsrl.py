@@ -29,9 +29,10 @@ import sys
 import time
 
 from experiments.report import comparison_figures, final_metrics, markdown_table
-from model import load_checkpoint, model_from_checkpoint
+from model import is_rank0, load_checkpoint, model_from_checkpoint, rank_world
 from reward import MARKERS, UserError, fail
-from train import (OBJECTIVES, RL, Diverged, check_rl_args, common_args, device_and_preset, pretrain, rl_train)
+from sample import common_args, device_and_preset
+from train import OBJECTIVES, RL, Diverged, check_rl_args, pretrain, rl_train
 
 
 # -----------------------------------------------------------------------------
@@ -66,6 +67,12 @@ def phase(objective, step, S, lr, warmup_lr):
 # -----------------------------------------------------------------------------
 # the comparison run: GRPO and DSRL from the same base, same seed, same settings
 
+def launcher():
+    """How this script was started, for the results: python, or torchrun with N processes."""
+    world = rank_world()[1]
+    return "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
+
+
 def main(argv=None):
     ap = common_args(__doc__, "RL steps per run (default: the preset's)")
     ap.add_argument("--objective", default="dsrl", help=f"what to compare with GRPO: {', '.join(OBJECTIVES)}")
@@ -76,7 +83,8 @@ def main(argv=None):
     ap.add_argument("--suite", choices=("paper", "mechanisms"),
                     help="paper: every claim of the paper over --seeds seeds; mechanisms: why the toy differs")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per suite configuration (at least 3 for the paper)")
-    ap.add_argument("--workers", type=int, default=None, help="parallel suite processes (default 2 on cpu, 8 on gpu)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="parallel suite processes (default 2 on cpu, 8 on one GPU, one per GPU on several)")
     args = ap.parse_args(argv)
     t_start = time.time()
     try:
@@ -87,6 +95,8 @@ def main(argv=None):
             raise UserError(f"--seeds and --workers must be positive, got {args.seeds} and {args.workers}")
         args.lr = args.batch_prompts = args.group = args.temperature = None
         check_rl_args(args, preset)
+        if args.suite and rank_world()[1] > 1:
+            raise UserError("the suites start their own processes (one per GPU): run them with python, not torchrun")
         if args.suite == "paper":
             from experiments.suite import suite  # the suites' machinery lives in experiments/
             return suite(args, device, preset)
@@ -123,6 +133,8 @@ def main(argv=None):
     except (UserError, Diverged) as e:
         fail(e, 2 if isinstance(e, UserError) else 1)
     t_rl = time.time()
+    if not is_rank0():
+        return  # under torchrun rank 0 alone evaluates and writes the results
 
     ev = dict(preset=preset, seed=args.seed, problems=RL[preset]["eval_problems"], n=(args.eval_samples,) * 2,
               progress=True)
@@ -138,7 +150,7 @@ def main(argv=None):
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],
                "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base},
-               "results": results, "curves": curves, "command": " ".join(["python", "dsrl.py", *sys.argv[1:]])}
+               "results": results, "curves": curves, "command": " ".join([launcher(), "dsrl.py", *sys.argv[1:]])}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = (f"# {' vs '.join(names)} ({preset} preset, seed {args.seed})\n\n"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import PRESETS, GPT, load_checkpoint, model_from_checkpoint
+from model import PRESETS, GPT, init_distributed, load_checkpoint, model_from_checkpoint
 from reward import (EOS_ID, PAD_ID, BOS_ID, TOKEN_CLASSES, UserError, fail, Problem, char_classes, count_markers,
                     decode, encode, habit_stats, make_split, reflection_stats, score, solve, MARKERS)
 
@@ -222,6 +222,33 @@ def pick_device(name="auto"):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def common_args(doc, steps_help):
+    """The flags train.py and dsrl.py share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, help="tiny, lab, cpu or gpu (default: gpu on cuda/mps, else cpu)")
+    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    ap.add_argument("--out", default="out", help="output folder; everything goes to OUT/<preset>/")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help=steps_help)
+    ap.add_argument("--warmup-steps", type=int, default=None,
+                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
+    ap.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    return ap
+
+
+def device_and_preset(args):
+    """Resolve --device and --preset and check the flags train.py and dsrl.py share; UserError names a bad one.
+    Under torchrun this joins the process group and the device is this rank's (model.init_distributed)."""
+    device = init_distributed(pick_device(args.device))
+    preset = args.preset or ("cpu" if device == "cpu" else "gpu")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be positive, got {args.steps}")
+    return device, preset
 
 
 def sync(device):

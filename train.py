@@ -14,7 +14,7 @@ group sampler) -> verifier rewards -> the loss of the phase's objective (losses.
 norm 1 -> one AdamW step (betas 0.9/0.999, no weight decay, constant learning rate, as in the official code).
 Every step is logged to OUT/<preset>/<objective>.jsonl; the held-out split is evaluated every few steps.
 """
-import argparse
+import contextlib
 import copy
 import json
 import math
@@ -27,28 +27,13 @@ import torch
 from torch.nn import functional as F
 
 from losses import objective_loss
-from model import (PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint, kill_point, restore,
-                   rng_state)
+from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, GPT, sampler_seed, save_checkpoint, load_checkpoint, model_from_checkpoint, kill_point, restore,
+                   rng_state, rank_world, data_parallel, all_reduce_sum, reduce_stats, on_rank0,
+                   gather, barrier)
 from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
                     encode, make_problem, make_split, TERSE)
 import sample
-from sample import evaluate, generate, pick_device, describe, prompt_ids, rollout_stats
-
-# Training settings per preset: `cpu` pre-trains in about 7 minutes on 2 cores (measured); `gpu` is sized
-# for about 2 minutes on one modern GPU (not measured yet).
-TRAIN = {
-    "tiny": dict(pretrain_steps=150, batch_size=32, lr=3e-3),
-    # lab: small batches, many steps; pass@1 depends on the seed here (python train.py --preset lab --seed N:
-    # seeds 0 / 1 / 2 give 0.092 / 0.177 / 0.177), so tutorial/lab.pt is seed 1
-    "lab": dict(pretrain_steps=8000, batch_size=16, lr=5e-3),
-    "cpu": dict(pretrain_steps=4000, batch_size=64, lr=2e-3),
-    "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3),
-}
-
-
-def default_preset(device):
-    return "cpu" if device == "cpu" else "gpu"
-
+from sample import common_args, describe, device_and_preset, evaluate, generate, prompt_ids, rollout_stats
 
 def collate(docs, device):
     """Token lists -> x (B, T) inputs and y (B, T) targets, right-padded; pad targets are -1 (ignored)."""
@@ -71,9 +56,12 @@ def corpus_batches(rng, corpus, batch_size, device, pool=16):
             yield collate(c, device)
 
 
-def lm_loss(model, x, y):
+def lm_loss(model, x, y, tokens=None):
+    """Mean next-token loss of the batch; with `tokens` (data parallel), the sum over these rows / `tokens`."""
     logits = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+    if tokens is None:
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum") / tokens
 
 
 def lr_at(step, total, lr, warmup=100):
@@ -87,12 +75,17 @@ def lr_at(step, total, lr, warmup=100):
 def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_every=500, eval_problems=200,
              eval_samples=8, progress=True, resume=False, ckpt_every=512):
     """Pre-train a GPT of `preset` size; checkpoint to out_dir/base.pt every `ckpt_every` steps (a multiple of
-    the 16-batch document pool, so a resumed run sees exactly the same batches) and at the end.
+    the 16-batch document pool, so a resumed run sees exactly the same batches) and at the end. Under torchrun
+    every rank draws the same batch and trains on its share of the rows (see the loop); rank 0 evaluates and writes.
     Returns (path, held-out metrics, samples)."""
     from tqdm import tqdm
     hp = TRAIN[preset]
     steps = steps or hp["pretrain_steps"]
     corpus = corpus or CorpusConfig()
+    rank, world = rank_world()
+    progress = progress and rank == 0
+    if hp["batch_size"] % world:
+        raise UserError(f"{preset}: batch of {hp['batch_size']} documents does not split over {world} processes")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = GPT(PRESETS[preset]).to(device)
@@ -103,6 +96,8 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
         start, minutes, curve = ck["step"], ck["minutes"], ck.get("curve", [])
+    ddp = data_parallel(model)
+    rows = slice(rank * hp["batch_size"] // world, (rank + 1) * hp["batch_size"] // world)  # this rank's share
     tag = TERSE if corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
     heldout_docs = corpus_batches(random.Random(10_000), corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
@@ -110,42 +105,55 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     t0 = time.time()
 
     def checkpoint(step):
-        save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
-                               "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
-                               "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed,
-                               "curve": curve})
+        if rank == 0:
+            save_checkpoint(path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
+                "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
+                "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed, "curve": curve})
+        barrier()
+
+    def heldout_eval():
+        model.eval()
+        with torch.no_grad():
+            hl = sum(lm_loss(model, x, y).item() for x, y in heldout) / len(heldout)
+        # the pre-training curve: held-out loss and val pass@1 (100 problems x 4), both cheap
+        mv, _ = evaluate(model, make_split("val", 100, tag=tag), n=4, seed=seed, progress=False)
+        model.train()
+        return hl, mv["pass@1"]
 
     bar = tqdm(range(start, steps), desc=f"pretrain {preset}", disable=not progress, initial=start, total=steps)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, hp["lr"])
         x, y = next(batches)
-        loss = lm_loss(model, x, y)
+        if world == 1:
+            loss = lm_loss(model, x, y)
+        else:  # this rank's rows over the whole batch's token count, times world: DDP averages the ranks' gradients
+            loss = lm_loss(ddp, x[rows], y[rows], tokens=int((y != -1).sum())) * world
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            model.eval()
-            with torch.no_grad():
-                hl = sum(lm_loss(model, x, y).item() for x, y in heldout) / len(heldout)
-            # the pre-training curve: held-out loss and val pass@1 (100 problems x 4), both cheap
-            mv, _ = evaluate(model, make_split("val", 100, tag=tag), n=4, seed=seed, progress=False)
-            model.train()
-            curve.append({"step": step + 1, "heldout_loss": hl, "val_pass@1": mv["pass@1"]})
-            bar.write(f"step {step + 1}: train loss {loss.item():.4f}, held-out loss {hl:.4f}, "
-                      f"val pass@1 {mv['pass@1']:.3f}, {time.time() - t0:.0f}s")
+        evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
+        if step % 20 == 0 or evaluating:
+            train_loss = all_reduce_sum([loss.item()])[0] / world  # the whole batch's loss
+            bar.set_postfix(loss=f"{train_loss:.3f}")
+        if evaluating:
+            hl, pass1 = on_rank0(heldout_eval)
+            curve.append({"step": step + 1, "heldout_loss": hl, "val_pass@1": pass1})
+            if progress:
+                bar.write(f"step {step + 1}: train loss {train_loss:.4f}, held-out loss {hl:.4f}, "
+                          f"val pass@1 {pass1:.3f}, {time.time() - t0:.0f}s")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             checkpoint(step + 1)  # the rng now stands at a pool boundary: the next batches are reproducible
             kill_point(step + 1)
     minutes += (time.time() - t0) / 60
-    m, samples = evaluate(model, make_split("test", eval_problems, tag=tag), n=eval_samples, seed=seed,
-                          progress=progress)
+    m, samples = on_rank0(lambda: evaluate(model, make_split("test", eval_problems, tag=tag), n=eval_samples,
+                                           seed=seed, progress=progress))
     m["pretrain_minutes"], m["curve"] = minutes, curve
-    with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
-        json.dump(m, f, indent=1)
+    if rank == 0:
+        with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
+            json.dump(m, f, indent=1)
     return path, m, samples
 
 
@@ -153,30 +161,6 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
 # online RL: sample B prompts x G answers from P(y|x) -> score -> advantages -> loss -> one optimizer step
 
 OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinforce", "nsr-rl-warmup", "dsrl")
-RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share all of them
-    "tiny": dict(steps=4, batch_prompts=4, group=4, lr=1e-3, warmup_lr=1e-3, max_new_tokens=48,
-                 eval_every=2, eval_problems=16, eval_samples=4),
-    "lab": dict(steps=30, batch_prompts=64, group=8, lr=3e-4, warmup_lr=1.5e-4, max_new_tokens=96,
-                eval_every=10, eval_problems=200, eval_samples=8),
-    "cpu": dict(steps=80, batch_prompts=32, group=8, lr=1e-4, warmup_lr=5e-5, max_new_tokens=96,
-                eval_every=20, eval_problems=200, eval_samples=8),
-    "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
-                eval_every=25, eval_problems=400, eval_samples=8, micro_batch=128),
-    # gpu micro_batch 128: the worst-case step then fits about 4 GB (arithmetic and measurement: README, Speed)
-}
-
-
-RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
-                   temperature=1.0, micro_batch=None, other_space_every=1, weight_decay=0.0, warmup_coef=1.0,
-                   reset_at_switch=False, prompt_tag="Q", prerl_tokens="all")
-# micro_batch: rows per loss/backward chunk (None: all at once; whole groups). other_space_every: run the log-only
-# log-prob pass of the space the objective does not train every k-th step (1: every step; 0: never).
-# The official code's warmup (experiments/mechanisms.py, H3): warmup_coef multiplies the phase-1 loss (its
-# pretrain_loss_coef 0.01), weight_decay 0.01; reset_at_switch=True clears AdamW's moments at S (a control).
-# prompt_tag: "T" asks in the two-mode corpus's terse mode (H4); prerl_tokens="no-question-operands" leaves
-# the operands copied from the question out of the PreRL loss (H1).
-
-
 class Diverged(RuntimeError):
     """Several non-finite steps in a row: the run stops with this one-line message."""
 
@@ -187,7 +171,10 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     at the end. resume=True continues from out_path if it holds an unfinished run of the same settings (on
     CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
     kl_coef / lam / prerl_advantage (RL_DEFAULTS). eval_extra(model) -> dict adds its numbers to every
-    held-out evaluation. Returns (model, history: per-step dicts, evals: held-out evaluations)."""
+    held-out evaluation. Under torchrun every rank draws the same problems, then samples its share of them with its
+    own generator (rl_step); rewards and statistics are reduced over ranks, rank 0 evaluates (the others get its
+    numbers) and writes the checkpoint and the log.
+    Returns (model, history: per-step dicts, evals: held-out evaluations)."""
     from tqdm import tqdm
     from dsrl import TWO_PHASE, default_warmup, phase  # the schedule (loss and lr per step); dsrl.py imports this file
     hp = dict(RL_DEFAULTS, **RL[preset])  # a preset may override a default (micro_batch)
@@ -195,44 +182,54 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
     steps = steps or hp["steps"]
     S = warmup_steps if warmup_steps is not None else default_warmup(steps)  # dsrl.py: 5% of the steps
     G = hp["group"]
+    rank, world = rank_world()
+    progress = progress and rank == 0
+    if hp["batch_prompts"] % world:
+        raise UserError(f"--batch-prompts {hp['batch_prompts']} must be a multiple of the {world} processes")
     model = model_from_checkpoint(load_checkpoint(init), device)
     if asdict(model.config) != asdict(PRESETS[preset]):
         raise UserError(f"checkpoint {init} is a {model.config.n_layer}x{model.config.n_embd} model, "
                         f"not the {preset} preset's {PRESETS[preset].n_layer}x{PRESETS[preset].n_embd}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(sampler_seed(seed, rank))
     # the same optimizer for both phases (not reset at the switch, as in the official code)
     opt = model.configure_optimizers(hp["lr"], weight_decay=hp["weight_decay"], betas=(0.9, 0.999),
                                      device_type=device.split(":")[0])
     ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
     test = make_split(hp["eval_split"], hp["eval_problems"], tag=hp["prompt_tag"])
     run = {"init": os.path.abspath(init), "objective": objective, "steps": steps, "warmup_steps": S, "hp": hp,
-           "seed": seed, "preset": preset}
+           "seed": seed, "preset": preset, **({"processes": world} if world > 1 else {})}
     history, evals, start, bad_in_a_row = [], [], 0, 0
     if resume and os.path.exists(out_path):
         ck = restore(out_path, run, model, opt, rng, device)
         if ref is not None:
             ref.load_state_dict(ck["ref"])
-        gen.set_state(ck["rng"]["sampler"].cpu())
+        gen.set_state((ck["rng"]["sampler"][rank] if world > 1 else ck["rng"]["sampler"]).cpu())
         history, evals, start, bad_in_a_row = ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]
+    ddp = data_parallel(model)  # the loss and backward go through DDP; sampling and evaluation use `model`
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    log = open(log_path, "w") if log_path else None
+    log = open(log_path, "w") if log_path and rank == 0 else None
     for rec in history if log else ():  # a resumed run rewrites its log up to the checkpoint
         log.write(json.dumps(rec) + "\n")
     train_cfg = SPLITS["train"][0]
 
     def run_eval(step):
-        m, _ = evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"], seed=seed + 1)
-        return {"step": step, **m, **(eval_extra(model) if eval_extra else {})}
+        m, _ = on_rank0(lambda: evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"],
+                                         seed=seed + 1))
+        return {"step": step, **m, **(on_rank0(lambda: eval_extra(model)) if eval_extra else {})}
 
     def checkpoint(step):
-        save_checkpoint(out_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
-            "preset": preset, "step": step, "done": step == steps, "phase": phase(objective, step - 1, S, 0, 0)[0],
-            "run": run, "history": history, "evals": evals, "bad_in_a_row": bad_in_a_row,
-            "rng": {**rng_state(rng), "sampler": gen.get_state().cpu()},
-            **({"ref": ref.state_dict()} if ref is not None else {})})
+        sampler = gen.get_state().cpu()
+        sampler = gather(sampler) if world > 1 else sampler  # every rank's sampling stream, in rank order
+        if rank == 0:
+            save_checkpoint(out_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
+                "preset": preset, "step": step, "done": step == steps, "phase": phase(objective, step - 1, S, 0, 0)[0],
+                "run": run, "history": history, "evals": evals, "bad_in_a_row": bad_in_a_row,
+                "rng": {**rng_state(rng), "sampler": sampler},
+                **({"ref": ref.state_dict()} if ref is not None else {})})
+        barrier()
 
     if not evals:
         evals.append(run_eval(0))
@@ -251,14 +248,14 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
         every = hp["other_space_every"]
         step_hp = dict(hp, other_space=bool(every) and step % every == 0,  # the logging-only pass, or not
                        loss_coef=hp["warmup_coef"] if objective in TWO_PHASE and step < S else 1.0)
-        ro, r, loss, st, gnorm, finite, times = rl_step(model, opt, problems, name, step_hp, gen, ref)
+        ro, r, loss, st, gnorm, finite, times = rl_step(ddp, opt, problems, name, step_hp, gen, ref)
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= 3:  # a blown-up step (NSR can push log-probs to -inf) is skipped; 3 in a row stop
             raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
                            f"(lr {lr}); lower the learning rate")
         rec = {"step": step + 1, "objective": name, "lr": lr, "loss": loss.item(), "grad_norm": float(gnorm),
                "skipped": not finite, "skipped_total": sum(h["skipped"] for h in history) + (not finite),
-               **rollout_stats(ro, r, G), **st,
+               **reduce_stats(rollout_stats(ro, r, G)), **st,
                "t_sample": times[0], "t_learn": times[1] + times[2]}  # measured before any evaluation
         switch = objective in TWO_PHASE and step + 1 == S  # right after the NSR phase
         if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
@@ -285,20 +282,30 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     loss, backward, clip, optimizer step. A step whose loss or gradient is not finite is not applied.
     With hp["micro_batch"] rows per chunk (whole groups), log-probs, loss and backward run chunk by chunk
     (micro_batched_backward): the same gradient, a peak memory that does not grow with the batch.
-    Returns (rollout, rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob passes / backward)."""
-    device, G = model.lm_head.weight.device, hp["group"]
+    Under torchrun `model` is the DDP wrapper: this rank samples its contiguous share of the problems (whole
+    groups) with its own generator, and micro_batched_backward divides by the whole batch's counts.
+    Returns (this rank's rollout and rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob
+    passes / backward)."""
+    net = getattr(model, "module", model)  # the GPT itself: sampling never goes through DDP
+    device, G = net.lm_head.weight.device, hp["group"]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # honest timings on a GPU
+    rank, world = rank_world()
+    share = len(problems) // world
+    mine = problems[rank * share:(rank + 1) * share]
+    whole = world > 1 and os.environ.get("PRERL_TEST_WHOLE_BATCH") == "1"  # test hook: see sampler_seed
     t0 = time.perf_counter()
-    model.eval()
-    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
-                  temperature=hp["temperature"], generator=gen)
+    net.eval()
+    ro = generate(net, [prompt_ids(p) for p in (problems if whole else mine)], G=G,
+                  max_new_tokens=hp["max_new_tokens"], temperature=hp["temperature"], generator=gen)
+    if whole:
+        ro = sample.rollout_rows(ro, slice(rank * share * G, (rank + 1) * share * G))
     # sample.rewards is looked up at call time: a replacement (sample.rewards = mine) takes effect
-    r = torch.tensor(sample.rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
+    r = torch.tensor(sample.rewards(ro, [p.answer for p in mine for _ in range(G)]), device=device)
     sync()
     t1 = time.perf_counter()
     model.train()
     opt.zero_grad(set_to_none=True)
-    if hp.get("micro_batch") and hp["micro_batch"] < r.numel():
+    if world > 1 or (hp.get("micro_batch") and hp["micro_batch"] < r.numel()):
         loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
     else:
         loss, st = objective_loss(name, model, ro, r, G, hp, ref)
@@ -325,30 +332,37 @@ def micro_batched_backward(model, ro, r, name, hp, ref, sync):
     objective keeps), so each chunk's backward takes loss * its own count, and the summed gradient is divided by
     the whole batch's count at the end: the denominator is the batch's, never the chunk's, and the gradient equals
     the one-chunk gradient up to float rounding. Logged statistics are row-weighted means of the chunks' (counts
-    summed). Returns (loss, stats, (seconds in log-prob passes, seconds in backward))."""
-    G, N, mb = hp["group"], r.numel(), hp["micro_batch"]
+    summed). Under torchrun (`model` the DDP wrapper, ro this rank's rows, one chunk unless micro_batch) the same
+    holds across ranks: DDP averages the summed gradients over the ranks (in the last chunk's backward; the others
+    run under no_sync), the counts are summed over ranks, and the gradient is divided by the whole batch's count
+    over world, so it is one process's gradient on the same rows, whatever the number of ranks.
+    Returns (loss, stats, (seconds in log-prob passes, seconds in backward))."""
+    G, N, world = hp["group"], r.numel(), rank_world()[1]
+    mb = min(hp.get("micro_batch") or N, N)
     count_key = "tokens" if hp["agg"] == "token-mean" else "samples"  # what each aggregation divides by
     total, loss_sum, parts, t_lp, t_bw = 0, 0.0, [], 0.0, 0.0
     for lo in range(0, N, mb):
         rows = slice(lo, min(N, lo + mb))
         ta = time.perf_counter()
-        loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
-        sync()
-        tb = time.perf_counter()
-        (loss * st[count_key]).backward()
+        with model.no_sync() if world > 1 and rows.stop < N else contextlib.nullcontext():
+            loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
+            sync()
+            tb = time.perf_counter()
+            (loss * st[count_key]).backward()
         sync()
         t_lp, t_bw = t_lp + tb - ta, t_bw + time.perf_counter() - tb
         total += st[count_key]
         loss_sum += float(loss.detach()) * st[count_key]
         parts.append((rows.stop - rows.start, st))
+    total, loss_sum = all_reduce_sum([total, loss_sum])  # the whole batch's (no-ops in one process)
     for p in model.parameters():
         if p.grad is not None:
-            p.grad /= max(1, total)
+            p.grad /= max(1, total) / world
     stats = {}
     for k in parts[0][1]:
         vals = [(n, st[k]) for n, st in parts if k in st]
         stats[k] = sum(v for _, v in vals) if isinstance(vals[0][1], int) else sum(n * v for n, v in vals) / N
-    return torch.tensor(loss_sum / max(1, total)), stats, (t_lp, t_bw)
+    return torch.tensor(loss_sum / max(1, total)), reduce_stats(stats), (t_lp, t_bw)
 
 
 def check_rl_args(a, preset):
@@ -373,32 +387,6 @@ def check_rl_args(a, preset):
         raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")
     if getattr(a, "other_space_every", 1) < 0:
         raise UserError(f"--other-space-every must be 0 or more, got {a.other_space_every}")
-
-
-def common_args(doc, steps_help):
-    """The flags train.py and dsrl.py share."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default=None, help="tiny, lab, cpu or gpu (default: gpu on cuda/mps, else cpu)")
-    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    ap.add_argument("--out", default="out", help="output folder; everything goes to OUT/<preset>/")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help=steps_help)
-    ap.add_argument("--warmup-steps", type=int, default=None,
-                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
-    ap.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
-    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    return ap
-
-
-def device_and_preset(args):
-    """Resolve --device and --preset and check the flags both scripts share; UserError names a bad one."""
-    device = pick_device(args.device)
-    preset = args.preset or default_preset(device)
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
-    if args.steps is not None and args.steps <= 0:
-        raise UserError(f"--steps must be positive, got {args.steps}")
-    return device, preset
 
 
 def main(argv=None):

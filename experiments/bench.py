@@ -1,14 +1,20 @@
 """
 The RL-step benchmark behind `python train.py --bench`: where the time of one training step goes (sampling, the
 log-prob passes, backward and the optimizer step), with and without the logging-only log-prob pass, and the peak
-memory of the process.
+memory of the process. And the data-parallel check of the README (one process against torchrun):
+
+    python -m experiments.bench --processes 2 --preset tiny --init BASE.pt
 """
+import argparse
+import json
 import os
 import random
+import subprocess
+import sys
 
 import torch
 
-from model import GPT, PRESETS, load_checkpoint, model_from_checkpoint
+from model import GPT, PRESETS, data_parallel, load_checkpoint, model_from_checkpoint
 from reward import SPLITS, make_problem
 from sample import peak_memory_mb
 from train import RL, RL_DEFAULTS, rl_step
@@ -26,12 +32,13 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)
     opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
+    ddp = data_parallel(model)  # under torchrun: this rank's share of the batch, as training runs it
     rng, gen = random.Random(0), torch.Generator(device=device).manual_seed(0)
     for other_space in (True, False):
         times = []
         for rep in range(reps + 1):  # the first step warms up
             problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
-            ro, *_, t = rl_step(model, opt, problems, "grpo", dict(hp, other_space=other_space), gen)
+            ro, *_, t = rl_step(ddp, opt, problems, "grpo", dict(hp, other_space=other_space), gen)
             if rep:
                 times.append((*t, int(ro.mask.sum()) + ro.prompt.numel(), ro.response.numel()))
         s, lp, bw, tok, gen_tok = (sum(x[i] for x in times) / reps for i in range(5))
@@ -43,3 +50,53 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
               f"{bw:.2f} s ({100 * bw / total:.0f}%, {tok / bw:.0f} tokens/s)")
     print(f"  peak memory of the process: {peak_memory_mb(device):.0f} MB "
           f"({'torch.cuda.max_memory_allocated' if device.startswith('cuda') else 'resident set size'})")
+
+
+def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out="/tmp/prerl-ddp-check"):
+    """The same RL run (`steps` steps of `objective` from `init`, seed 0) in one process and under torchrun in
+    `processes` gloo processes, one thread each (train.py's CLI, so evaluation included). Prints the largest |weight
+    difference| to the one-process run on the same tokens (PRERL_TEST_WHOLE_BATCH=1: every rank samples the whole
+    batch with the one-process stream and keeps its rows, train.sampler_seed) and with each rank's own stream (other
+    samples: how far a real run moves), and the mean step time of each run (sampling + learning, from its log)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    runs = {"1 process": ([sys.executable], "0"), f"{processes} processes": (torchrun, "0"),
+            f"{processes} processes, same tokens": (torchrun, "1")}
+    weights, step_s = {}, {}
+    for name, (launch, whole) in runs.items():
+        d = os.path.join(out, name.replace(" ", "-").replace(",", ""))
+        cmd = launch + ["train.py", "--preset", preset, "--objective", objective, "--steps", str(steps), "--init",
+                        os.path.abspath(init), "--out", d]
+        env = dict(os.environ, OMP_NUM_THREADS="1", PRERL_TEST_WHOLE_BATCH=whole)
+        p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+        weights[name] = load_checkpoint(os.path.join(d, preset, f"{objective}.pt"))["model"]
+        with open(os.path.join(d, preset, f"{objective}.jsonl")) as f:
+            log = [json.loads(line) for line in f]
+        step_s[name] = sum(r["t_sample"] + r["t_learn"] for r in log) / len(log)
+        rewards = [round(r["reward"], 3) for r in log]
+        print(f"  {name:28s} step {step_s[name]:.3f} s (mean of {len(log)}), reward per step {rewards}")
+    one = weights["1 process"]
+    for name in list(runs)[1:]:
+        diff = max(float((weights[name][k] - one[k]).abs().max()) for k in one)
+        print(f"  {name:28s} max |weight difference| to 1 process after {steps} steps: {diff:.3g}")
+    print(f"  {preset}: {objective}, {steps} steps from {init}; {processes} gloo processes vs 1, one thread each, "
+          f"{os.cpu_count()} CPU cores; step time 1 process {step_s['1 process']:.3f} s, {processes} processes "
+          f"{step_s[list(runs)[1]]:.3f} s")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--processes", type=int, default=2, help="torchrun processes to compare with one")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--init", required=True, help="base checkpoint of the preset (python train.py --preset P)")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--objective", default="grpo")
+    ap.add_argument("--out", default="/tmp/prerl-ddp-check")
+    a = ap.parse_args(argv)
+    compare_processes(a.preset, a.init, a.processes, a.steps, a.objective, a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -207,7 +207,7 @@ def mechanisms(args, device, preset):
     t0 = time.time()
     seeds = range(args.seeds)
     steps = args.steps or SUITE_STEPS[preset] or RL[preset]["steps"]
-    workers = args.workers or (2 if device == "cpu" else 8)
+    workers = args.workers  # None: suite.worker_devices' default
     stage1 = stage1_jobs(out_dir, seeds)
     run_pool(stage1, preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
     stage2 = stage2_jobs(out_dir, seeds, steps, RL[preset]["lr"])

@@ -163,16 +163,49 @@ def alignment_study(base_path, preset, device, n=256, seed=0):
             "gap_mean": float(gap.sum() / ro.mask.sum()), "gap_entropy_tokens": tok}
 
 
+def worker_devices(device, workers, gpus):
+    """The device of each pool worker and a note for the progress bar. On a machine with several GPUs (device
+    "cuda", gpus visible) one worker per GPU by default, each pinned to its own (cuda:i; more workers share them
+    round-robin); otherwise `workers` workers (default 2 on cpu, 8 on one GPU) on `device`."""
+    if device == "cuda" and gpus > 1:
+        n = workers or gpus
+        note = f"{n} workers, one GPU each" if n == gpus else f"{n} workers on {gpus} GPUs"
+        return [f"cuda:{i % gpus}" for i in range(n)], note
+    n = workers or (2 if device == "cpu" else 8)
+    return [device] * n, f"{n} workers"
+
+
+_WORKER_DEVICE = None  # set in each pool worker by _claim_device
+
+
+def _claim_device(devices):
+    """Pool initializer: this worker process takes the next device from the queue, for all of its jobs."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = devices.get()
+    if _WORKER_DEVICE.startswith("cuda:"):
+        torch.cuda.set_device(_WORKER_DEVICE)
+
+
+def _on_worker_device(fn, job, preset, out_dir, threads):
+    return fn(job, preset, _WORKER_DEVICE, out_dir, threads)
+
+
 def run_pool(jobs, preset, device, out_dir, workers, desc, fn=None):
-    """Run jobs in `workers` spawned processes (torch threads split between them) with a progress bar;
-    fn(job, preset, device, out_dir, threads) runs one job (default run_job)."""
+    """Run jobs in spawned worker processes (worker_devices: one per GPU on a machine with several, else
+    `workers`; torch threads split between them on a CPU) with a progress bar; fn(job, preset, device, out_dir,
+    threads) runs one job (default run_job) on its worker's device."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
     from tqdm import tqdm
-    threads = max(1, (os.cpu_count() or 2) // workers) if device == "cpu" else 1
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(fn or run_job, j, preset, device, out_dir, threads): j for j in jobs}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
+    devices, note = worker_devices(device, workers, torch.cuda.device_count() if device == "cuda" else 0)
+    threads = max(1, (os.cpu_count() or 2) // len(devices)) if device == "cpu" else 1
+    ctx = get_context("spawn")
+    queue = ctx.Queue()
+    for d in devices:
+        queue.put(d)
+    with ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_claim_device, initargs=(queue,)) as pool:
+        futures = {pool.submit(_on_worker_device, fn or run_job, j, preset, out_dir, threads): j for j in jobs}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"{desc} ({note})"):
             if fut.exception() is not None:  # stop now, not after every other job has run
                 pool.shutdown(wait=False, cancel_futures=True)
                 j = futures[fut]
@@ -218,7 +251,7 @@ def suite(args, device, preset):
     t0 = time.time()
     steps = args.steps or SUITE_STEPS[preset] or RL[preset]["steps"]
     seeds = range(args.seeds)
-    workers = args.workers or (2 if device == "cpu" else 8)
+    workers = args.workers  # None: worker_devices' default (one per GPU on a machine with several)
     base = os.path.join(args.out, preset, "base.pt")
     if not os.path.exists(base) or not load_checkpoint(base).get("done", True):
         pretrain(preset, os.path.join(args.out, preset), device, seed=0, resume=True)

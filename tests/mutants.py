@@ -157,7 +157,7 @@ MUTANTS = [
      "a non-finite step is applied anyway", None),
     ("no-kl-reanchor", "train.py", [("            ref.load_state_dict(model.state_dict())  # policy reincarnation", "            pass  # policy reincarnation")],
      "the KL reference is not reset to the policy at the DSRL switch", None),
-    ("resume-loses-sampler-rng", "train.py", [('        gen.set_state(ck["rng"]["sampler"].cpu())\n', "")],
+    ("resume-loses-sampler-rng", "train.py", [('        gen.set_state((ck["rng"]["sampler"][rank] if world > 1 else ck["rng"]["sampler"]).cpu())\n', "")],
      "a resumed run restarts the sampler's random stream", None),
     ("warmup-truncates", "dsrl.py", [("return max(1, round(0.05 * steps))", "return max(1, int(0.05 * steps))")],
      "the default S rounds down", None),
