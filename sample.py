@@ -324,6 +324,10 @@ def bench(args):
               f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
               f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read)")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
+    if args.profile:
+        from experiments.bench import profile_decode  # the profiler table lives with the benchmarks
+        for rows in args.rows:
+            profile_decode(model, [prompt_ids(p) for p in make_split("test", rows)], args.new_tokens, device)
 
 
 def main(argv=None):
@@ -342,6 +346,7 @@ def main(argv=None):
     ap.add_argument("--preset", default="cpu", help="model size for --bench")
     ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="rows for --bench")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")
+    ap.add_argument("--profile", action="store_true", help="with --bench: torch.profiler table of the decode step")
     args = ap.parse_args(argv)
     try:
         if args.bench:
