@@ -19,6 +19,8 @@ on that seed's base:
 Curves use the val split, final numbers the test and ood splits. The report is experiments/why.py.
 """
 import os
+import random
+import re
 import sys
 import time
 
@@ -30,7 +32,7 @@ from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
 from model import load_checkpoint, model_from_checkpoint
 from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, step_is_wrong
 from sample import Rollout, generate, prompt_ids, rewards, token_classes
-from train import RL
+from train import RL, RL_DEFAULTS
 
 WARMUP_LR = 3e-5   # the DSRL warmup learning rate the paper suite chose on the val split (RESULTS.md)
 WARMUP_SHARE = 0.1  # the S the paper suite chose (10% of the RL steps)
@@ -104,14 +106,11 @@ def stage2_jobs(out_dir, seeds, steps, lr):
 # -----------------------------------------------------------------------------
 # H1: which tokens carry the gradient?
 
-def gradient_shares(job, preset, device, rows=None):
+def gradient_shares(job, preset, device):
     """On one batch of base rollouts (training problems, the preset's B x G): the norm of the NSR-PreRL and of the
     GRPO gradient carried by each token class (reward.TOKEN_CLASSES). Each class's loss keeps the whole batch's
     token denominator, so the class gradients sum to the full gradient; share = |g_c| / sum over classes."""
-    import random
-    hp = dict(RL[preset], **SUITE_HP[preset])
-    from train import RL_DEFAULTS
-    hp = dict(RL_DEFAULTS, **hp)
+    hp = dict(RL_DEFAULTS, **RL[preset], **SUITE_HP[preset])
     model = model_from_checkpoint(load_checkpoint(job["base"]), device)
     rng, G = random.Random(job["seed"] + 100), hp["group"]
     problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
@@ -146,7 +145,6 @@ def wait_probe_set(model, problems, G, max_new_tokens, seed, cap=300):
     on with ';' or ' '), the prefix up to r followed by ' wait', and whether r slipped. At most `cap` of each."""
     ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
                   generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed))
-    import re
     items = {True: [], False: []}
     for i, text in enumerate(ro.texts):
         for m in re.finditer(r"(?:^|(?<=[;a-z ]))(-?[0-9]+[-+*][0-9]+=-?[0-9]+)(?=[; ])", text):
