@@ -110,7 +110,7 @@ def gradient_shares(job, preset, device):
     """On one batch of base rollouts (training problems, the preset's B x G): the norm of the NSR-PreRL and of the
     GRPO gradient carried by each token class (reward.TOKEN_CLASSES). Each class's loss keeps the whole batch's
     token denominator, so the class gradients sum to the full gradient; share = |g_c| / sum over classes."""
-    hp = dict(RL_DEFAULTS, **RL[preset], **SUITE_HP[preset])
+    hp = {**RL_DEFAULTS, **RL[preset], **SUITE_HP[preset]}
     model = model_from_checkpoint(load_checkpoint(job["base"]), device)
     rng, G = random.Random(job["seed"] + 100), hp["group"]
     problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
