@@ -155,8 +155,9 @@ def runs(tiny_base, tmp_path_factory):
     two, one = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("one")
     spawn(runs_worker, str(tiny_base), str(two), fixed_rollout())
     seen = []
-    T_generate = T.generate
+    T_generate, threads = T.generate, torch.get_num_threads()
     T.generate = recording_generate(seen)
+    torch.set_num_threads(1)  # as each rank (join): the same float reductions, so "bit for bit" below can hold
     try:
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "whole.pt"), "cpu", steps=3,
                    log_path=str(one / "whole.jsonl"), **RL_KW)
@@ -167,6 +168,7 @@ def runs(tiny_base, tmp_path_factory):
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "own.pt"), "cpu", steps=4, ckpt_every=2, **RL_KW)
     finally:
         T.generate = T_generate
+        torch.set_num_threads(threads)
     ranks = [json.load(open(two / f"seen-{k}.json")) for k in range(WORLD)]
     return two, one, seen, ranks
 
