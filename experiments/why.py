@@ -113,7 +113,11 @@ def h3(runs, S):
     same_norm = 2 / 3 <= ratio[0] <= 1.5
     verdict = "refuted" if not changed and same_norm else ("supported" if changed else
                                                           "inconclusive (the verdicts stay, the update norms differ)")
-    return {"paired_test_pass@1": d, "c4_official": c4, "c4_ours_same_bases": c4_ours, "update_norm_after_switch":
+    untimed = [[{k: v for k, v in h.items() if not k.startswith("t_")} for h in r["train"]]
+               for r in runs["grpo-official"] + runs["grpo-official-clip0.2"]]
+    n = len(runs["grpo-official"])
+    clip_same = all(a == b for a, b in zip(untimed[:n], untimed[n:]))  # one update per batch: ratio 1, no clip
+    return {"clip_0.28_equals_0.2": clip_same, "paired_test_pass@1": d, "c4_official": c4, "c4_ours_same_bases": c4_ours, "update_norm_after_switch":
             {n: mean_ci(v) for n, v in un.items()}, "update_norm_ratio": ratio, "verdicts": verdicts,
             "verdicts_ours": ours,
             "verdict": verdict}
@@ -171,7 +175,8 @@ def why_report(meta, runs):
     L += ["", f"## H2, the model cannot see its own slips: **{b['verdict']}**", "",
           f"- base, teacher-forced: P(wait | slip) / P(wait | right step) = {fmt(b['ratio']['cond'], d=2)} with the "
           f"prompt, {fmt(b['ratio']['pre'], d=2)} without; P(wait | slip) {fmt(b['base']['slip_cond'])}, "
-          f"P(wait | right) {fmt(b['base']['right_cond'])} (with the prompt)"]
+          f"P(wait | right) {fmt(b['base']['right_cond'])} (with the prompt); without: {fmt(b['base']['slip_pre'])}, "
+          f"{fmt(b['base']['right_pre'])}"]
     for n, v in b["change"].items():
         L.append(f"- {n}: change of P(wait | slip) over the run {fmt(v['cond'])} with the prompt, "
                  f"{fmt(v['pre'])} without")
@@ -184,6 +189,7 @@ def why_report(meta, runs):
           "- update norm, mean of the 5 steps after the switch: " + ", ".join(
               f"{n} {fmt(v, d=4)}" for n, v in c["update_norm_after_switch"].items()) +
           f"; dsrl-official / grpo-official-clip0.2 = {fmt(c['update_norm_ratio'], d=2)}",
+          f"- clip 0.2/0.28 and 0.2/0.2 logged the same numbers at every step in every seed: {c['clip_0.28_equals_0.2']}",
           "- verdicts under the official settings: " + ", ".join(f"{k} {v}" for k, v in c["verdicts"].items()) +
           "; with ours: " + ", ".join(f"{k} {v}" for k, v in c["verdicts_ours"].items())]
     L += ["", f"## H4, a hidden mode leaks: **{d['verdict']}**", "",
@@ -195,8 +201,25 @@ def why_report(meta, runs):
           markdown_table(summary["configs"], [("test/pass@1", "test pass@1", 1), ("test/pass@8", "test pass@8", 1),
                                               ("ood/pass@1", "ood pass@1", 1), ("test/wait_share", "wait %", 100),
                                               ("test/alternatively_share", "alternatively %", 100),
-                                              ("test/length", "length", 1)], label="run")]
+                                              ("test/length", "length", 1)], label="run"), "",
+          "## Per seed (seeds in order)", "", per_seed_table(runs)]
     return summary, "\n".join(L) + "\n"
+
+
+def per_seed_table(runs):
+    """Every run's numbers seed by seed: test pass@1, marker shares and the val pass@1 curve."""
+    def col(rs, get):
+        return " / ".join(get(r) for r in rs)
+    L = ["| run | test pass@1 | wait % | alternatively % | val pass@1 (step: seeds) |", "|---|---|---|---|---|"]
+    for name, rs in runs.items():
+        if "final" not in rs[0]:
+            continue
+        share = {mk: col(rs, lambda r: f"{100 * r['final']['test'][mk + '_share']:.1f}") for mk in MARKERS}
+        curve = "; ".join(f"{e['step']}: " + col(rs, lambda r: f"{r['evals'][i]['pass@1']:.3f}")
+                          for i, e in enumerate(rs[0].get("evals", [])))
+        L.append(f"| {name} | {col(rs, lambda r: f'{test_pass1(r):.3f}')} | {share['wait']} | "
+                 f"{share['alternatively']} | {curve} |")
+    return "\n".join(L)
 
 
 def seed_curve(rs, key):
