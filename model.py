@@ -54,6 +54,9 @@ TRAIN = {
 }
 
 
+# every objective train.py and dsrl.py accept (losses.objective_loss holds the phase losses; dsrl.py the two-phase ones)
+OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinforce", "nsr-rl-warmup", "dsrl")
+
 RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share all of them
     "tiny": dict(steps=4, batch_prompts=4, group=4, lr=1e-3, warmup_lr=1e-3, max_new_tokens=48,
                  eval_every=2, eval_problems=16, eval_samples=4),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import PRESETS, GPT, init_distributed, load_checkpoint, model_from_checkpoint
+from model import OBJECTIVES, PRESETS, RL, GPT, init_distributed, load_checkpoint, model_from_checkpoint
 from reward import (EOS_ID, PAD_ID, BOS_ID, TOKEN_CLASSES, UserError, fail, Problem, char_classes, count_markers,
                     decode, encode, habit_stats, make_split, reflection_stats, score, solve, MARKERS)
 
@@ -222,6 +222,30 @@ def pick_device(name="auto"):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_rl_args(a, preset):
+    """Validate RL flags up front; UserError names the bad value."""
+    hp = RL[preset]
+    G = a.group or hp["group"]
+    steps = a.steps or hp["steps"]
+    if a.objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {a.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    if G < 2 and a.objective not in ("psr", "nsr", "w-reinforce"):
+        raise UserError(f"--group {G}: group-baseline objectives need at least 2 samples per prompt")
+    if G < 1 or (a.batch_prompts is not None and a.batch_prompts < 1):
+        raise UserError(f"--group and --batch-prompts must be positive, got {G} and {a.batch_prompts}")
+    if a.warmup_steps is not None and not 0 <= a.warmup_steps <= steps:
+        raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
+    for name in ("lr", "warmup_lr", "temperature"):
+        v = getattr(a, name, None)
+        if v is not None and not v > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    mb = getattr(a, "micro_batch", None)
+    if mb is not None and (mb <= 0 or mb % G):
+        raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")
+    if getattr(a, "other_space_every", 1) < 0:
+        raise UserError(f"--other-space-every must be 0 or more, got {a.other_space_every}")
 
 
 def common_args(doc, steps_help):

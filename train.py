@@ -27,13 +27,14 @@ import torch
 from torch.nn import functional as F
 
 from losses import objective_loss
-from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, GPT, sampler_seed, save_checkpoint, load_checkpoint, model_from_checkpoint, kill_point, restore,
-                   rng_state, rank_world, data_parallel, all_reduce_sum, reduce_stats, on_rank0,
-                   gather, barrier)
+from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, OBJECTIVES, GPT, sampler_seed, save_checkpoint, load_checkpoint,
+                   model_from_checkpoint, kill_point, restore, rng_state, rank_world, data_parallel, all_reduce_sum,
+                   reduce_stats, on_rank0, gather, barrier)
 from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
                     encode, make_problem, make_split, TERSE)
 import sample
-from sample import common_args, describe, device_and_preset, evaluate, generate, prompt_ids, rollout_stats
+from sample import (check_rl_args, common_args, describe, device_and_preset, evaluate, generate, prompt_ids,
+                    rollout_stats)
 
 def collate(docs, device):
     """Token lists -> x (B, T) inputs and y (B, T) targets, right-padded; pad targets are -1 (ignored)."""
@@ -160,7 +161,6 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
 # -----------------------------------------------------------------------------
 # online RL: sample B prompts x G answers from P(y|x) -> score -> advantages -> loss -> one optimizer step
 
-OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinforce", "nsr-rl-warmup", "dsrl")
 class Diverged(RuntimeError):
     """Several non-finite steps in a row: the run stops with this one-line message."""
 
@@ -363,30 +363,6 @@ def micro_batched_backward(model, ro, r, name, hp, ref, sync):
         vals = [(n, st[k]) for n, st in parts if k in st]
         stats[k] = sum(v for _, v in vals) if isinstance(vals[0][1], int) else sum(n * v for n, v in vals) / N
     return torch.tensor(loss_sum / max(1, total)), reduce_stats(stats), (t_lp, t_bw)
-
-
-def check_rl_args(a, preset):
-    """Validate RL flags up front; UserError names the bad value."""
-    hp = RL[preset]
-    G = a.group or hp["group"]
-    steps = a.steps or hp["steps"]
-    if a.objective not in OBJECTIVES:
-        raise UserError(f"unknown objective {a.objective!r}: choose from {', '.join(OBJECTIVES)}")
-    if G < 2 and a.objective not in ("psr", "nsr", "w-reinforce"):
-        raise UserError(f"--group {G}: group-baseline objectives need at least 2 samples per prompt")
-    if G < 1 or (a.batch_prompts is not None and a.batch_prompts < 1):
-        raise UserError(f"--group and --batch-prompts must be positive, got {G} and {a.batch_prompts}")
-    if a.warmup_steps is not None and not 0 <= a.warmup_steps <= steps:
-        raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
-    for name in ("lr", "warmup_lr", "temperature"):
-        v = getattr(a, name, None)
-        if v is not None and not v > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
-    mb = getattr(a, "micro_batch", None)
-    if mb is not None and (mb <= 0 or mb % G):
-        raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")
-    if getattr(a, "other_space_every", 1) < 0:
-        raise UserError(f"--other-space-every must be 0 or more, got {a.other_space_every}")
 
 
 def main(argv=None):
