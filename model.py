@@ -87,8 +87,9 @@ class KVCache:
 
     def __init__(self, cfg, batch, max_len, pad, device, dtype):
         hs = cfg.n_embd // cfg.n_head
-        self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        # empty, not zeros: a position is written (prefill or decode) before any query reads it
+        self.k = torch.empty(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
+        self.v = torch.empty_like(self.k)
         self.pad = pad
         self.t = 0
         # a decode step's additive attention bias, built once: 0 on real keys, -inf on left padding
@@ -98,10 +99,21 @@ class KVCache:
 
     def expand(self, g):
         """Repeat every row g times (B -> B*g): prefill a prompt once, then sample G answers from it."""
-        self.k = self.k.repeat_interleave(g, dim=1)
-        self.v = self.v.repeat_interleave(g, dim=1)
+        if g == 1:
+            return
+        for name in ("k", "v"):  # copy only the filled positions: the rest of the buffer is still empty
+            old = getattr(self, name)
+            new = old.new_empty(old.size(0), old.size(1) * g, *old.shape[2:])
+            new[:, :, :, :self.t] = old[:, :, :, :self.t].repeat_interleave(g, dim=1)
+            setattr(self, name, new)
         self.pad = self.pad.repeat_interleave(g)
         self.bias = self.bias.repeat_interleave(g, dim=0)
+
+    def keep(self, rows):
+        """Keep only `rows` (a LongTensor of row indices): drop the rows that have finished sampling, so that
+        later decode steps neither compute nor read them (sample.generate)."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.pad, self.bias = self.pad[rows], self.bias[rows]
 
 
 class CausalSelfAttention(nn.Module):
@@ -124,7 +136,11 @@ class CausalSelfAttention(nn.Module):
             k = cache.k[self.layer, :, :, :cache.t + T]
             v = cache.v[self.layer, :, :, :cache.t + T]
         drop = self.dropout if self.training else 0.0
-        if mask is None:  # no padding, no cache: the plain causal fast path
+        if cache is not None and T == 1:  # a decode step: one query per row. Two plain batched matmuls read the
+            # cache faster here than the fused kernel (README, Speed); the mask is the cache's additive bias
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1))) + mask  # (B, nh, 1, Tk)
+            y = torch.softmax(att, dim=-1) @ v                                       # (B, nh, 1, hs)
+        elif mask is None:  # no padding, no cache: the plain causal fast path
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)

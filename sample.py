@@ -55,8 +55,9 @@ def prompt_ids(problem):
     return [BOS_ID] + encode(problem.prompt)
 
 
-def sample_token(logits, temperature, top_k, generator):
-    """logits (N, V) -> (N,) token ids. temperature 0 means greedy."""
+def sample_token(logits, temperature, top_k, generator, u=None):
+    """logits (N, V) -> (N,) token ids. temperature 0 means greedy. u (N, 1): the rows' uniform draws, when the
+    caller made them (generate draws for every row, finished or not, so dropping rows changes no other row's)."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -67,17 +68,21 @@ def sample_token(logits, temperature, top_k, generator):
     # entry (8x faster here). The 1 - 1e-6 keeps u strictly below the total, so a token of probability 0
     # (masked by top-k) can never be drawn, even when float rounding lands u on the last boundary.
     cdf = torch.softmax(logits, -1).cumsum(-1)                                          # (N, V)
-    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator) * cdf[:, -1:] * (1 - 1e-6)
+    if u is None:
+        u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)
+    u = u * cdf[:, -1:] * (1 - 1e-6)
     return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
 @torch.no_grad()
 def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None, generator=None,
-             use_cache=True, check_every=8):
+             use_cache=True, check_every=8, compact=True):
     """Sample G responses to each prompt (a list of token-id lists). use_cache=False recomputes the whole
     sequence every step, as nanoGPT's generate does (the slow reference for tests and the benchmark).
     Returns a Rollout. Rows stop at the end token; we look for 'all rows done' only every `check_every`
-    steps because each look is a host-device sync."""
+    steps because each look is a host-device sync. At each look, compact=True (with the cache) drops the
+    finished rows from the batch and the cache when they are at least a quarter of it: later steps cost only the
+    rows still writing. Every row keeps its own random draws, so the tokens are the ones compact=False samples."""
     device = model.lm_head.weight.device
     B, Tp = len(prompts), max(len(p) for p in prompts)
     pad = torch.tensor([Tp - len(p) for p in prompts], device=device)
@@ -95,14 +100,21 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
     steps = max_new_tokens
     never = torch.zeros(logits.size(-1), dtype=torch.bool, device=device)
     never[[PAD_ID, BOS_ID]] = True  # a response is bytes and the end token; pad and bos are never sampled
+    live = torch.arange(N, device=device)  # the rows still in the batch (all, until a compaction)
     for i in range(max_new_tokens):
-        tok = sample_token(logits.masked_fill(never, -float("inf")), temperature, top_k, generator)
-        tok = tok.masked_fill(done, PAD_ID)
-        out[:, i] = tok
-        done |= tok == EOS_ID
+        u = torch.rand(N, 1, device=device, generator=generator)[live] if temperature > 0 else None  # (n, 1)
+        tok = sample_token(logits.masked_fill(never, -float("inf")), temperature, top_k, generator, u)
+        tok = tok.masked_fill(done[live], PAD_ID)  # (n,) for the n live rows
+        out[live, i] = tok
+        done[live] |= tok == EOS_ID
         if i + 1 == max_new_tokens or ((i + 1) % check_every == 0 and bool(done.all())):
             steps = i + 1
             break
+        if compact and cache is not None and (i + 1) % check_every == 0:
+            still = ~done[live]  # (n,)
+            if 4 * int(still.sum()) <= 3 * live.numel():  # a quarter or more finished: drop them
+                live, tok, keep = live[still], tok[still], still.nonzero().squeeze(1)
+                cache.keep(keep)
         if cache is not None:
             logits = model(tok[:, None], cache=cache)[:, -1]
         else:
@@ -325,7 +337,7 @@ def bench(args):
           f"memory copy {gbps:.1f} GB/s")
     for rows in args.rows:
         prompts = [prompt_ids(p) for p in make_split("test", rows)]
-        tps = {}
+        tps, tokens = {}, {}
         for name, use_cache in (("naive recompute", False), ("kv cache", True)):
             generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache)  # warm up
             sync(device)
@@ -334,7 +346,7 @@ def bench(args):
                           generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
             sync(device)
             dt = time.perf_counter() - t
-            tps[name] = ro.response.numel() / dt
+            tps[name], tokens[name] = ro.response.numel() / dt, ro.response
             print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
         floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
         # what a decode step must read at least: the weights once, and every cached key and value (fp32),
@@ -346,7 +358,9 @@ def bench(args):
         step_ms = rows / tps["kv cache"] * 1e3
         print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
               f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
-              f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read)")
+              f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read); "
+              f"rows sampled otherwise than by naive recompute: "
+              f"{int((tokens['kv cache'] != tokens['naive recompute']).any(1).sum())} of {rows}")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     if args.profile:
         from experiments.bench import profile_decode  # the profiler table lives with the benchmarks

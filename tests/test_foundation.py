@@ -141,6 +141,38 @@ def test_cached_and_naive_sampling_give_same_tokens(tiny):
         assert torch.equal(a.response, b.response)
 
 
+class EndsOften(torch.nn.Module):
+    """The tiny model with +3 on the end token's logit: rows end after ~14 tokens on average, at different steps."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m, self.config, self.lm_head = m, m.config, m.lm_head
+
+    def new_cache(self, *a):
+        return self.m.new_cache(*a)
+
+    def forward(self, idx, pad=None, cache=None):
+        logits = self.m(idx, pad=pad, cache=cache)
+        logits[..., R.EOS_ID] += 3.0
+        return logits
+
+
+def test_dropping_finished_rows_samples_the_same_tokens(tiny, monkeypatch):
+    model, kept = EndsOften(tiny), []
+    keep = M.KVCache.keep
+    monkeypatch.setattr(M.KVCache, "keep", lambda self, rows: (kept.append(rows.numel()), keep(self, rows)))
+    for temp, top_k in ((1.0, None), (1.3, 100)):
+        gen = lambda: torch.Generator().manual_seed(7)
+        kw = dict(G=4, max_new_tokens=40, temperature=temp, top_k=top_k)
+        kept.clear()
+        a = S.generate(model, prompts(8), generator=gen(), **kw)
+        assert kept and kept[-1] < 32  # rows were dropped from the batch and the cache
+        b = S.generate(model, prompts(8), generator=gen(), compact=False, **kw)
+        c = S.generate(model, prompts(8), generator=gen(), use_cache=False, **kw)
+        assert torch.equal(a.response, b.response) and torch.equal(a.response, c.response)
+        assert a.texts == b.texts and torch.equal(a.finished, b.finished)
+
+
 def test_sampling_is_reproducible_with_a_seed(tiny):
     ps = prompts(4)
     a = S.generate(tiny, ps, G=4, generator=torch.Generator().manual_seed(1))
