@@ -50,8 +50,11 @@ TRAIN = {
     # seeds 0 / 1 / 2 give 0.092 / 0.177 / 0.177), so tutorial/lab.pt is seed 1
     "lab": dict(pretrain_steps=8000, batch_size=16, lr=5e-3),
     "cpu": dict(pretrain_steps=4000, batch_size=64, lr=2e-3),
-    "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3),
+    "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
 }
+# micro_batch: documents per forward/backward chunk (gradient accumulation, the whole batch's token count as the
+# denominator). gpu: 256 documents of up to ~150 tokens keep ~5.7 GB of activations for backward (6 layers x
+# ~16 x 384 floats per token); 64 at a time keep a quarter of that.
 
 
 # every objective train.py and dsrl.py accept (losses.objective_loss holds the phase losses; dsrl.py the two-phase ones)

@@ -74,13 +74,13 @@ def lr_at(step, total, lr, warmup=100):
 
 
 def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_every=500, eval_problems=200,
-             eval_samples=8, progress=True, resume=False, ckpt_every=512):
+             eval_samples=8, progress=True, resume=False, ckpt_every=512, micro_batch=None):
     """Pre-train a GPT of `preset` size; checkpoint to out_dir/base.pt every `ckpt_every` steps (a multiple of
     the 16-batch document pool, so a resumed run sees exactly the same batches) and at the end. Under torchrun
     every rank draws the same batch and trains on its share of the rows (see the loop); rank 0 evaluates and writes.
     Returns (path, held-out metrics, samples)."""
     from tqdm import tqdm
-    hp = TRAIN[preset]
+    hp = dict(TRAIN[preset], micro_batch=micro_batch or TRAIN[preset].get("micro_batch"))
     steps = steps or hp["pretrain_steps"]
     corpus = corpus or CorpusConfig()
     rank, world = rank_world()
@@ -93,6 +93,7 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
     path = os.path.join(out_dir, "base.pt")
     run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
+    del run["micro_batch"]  # the same gradient in any chunk size: a run may resume with another
     start, minutes, curve = 0, 0.0, []
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
@@ -127,12 +128,19 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, hp["lr"])
         x, y = next(batches)
-        if world == 1:
-            loss = lm_loss(model, x, y)
-        else:  # this rank's rows over the whole batch's token count, times world: DDP averages the ranks' gradients
-            loss = lm_loss(ddp, x[rows], y[rows], tokens=int((y != -1).sum())) * world
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if world == 1 and not hp.get("micro_batch"):
+            loss = lm_loss(model, x, y)
+            loss.backward()
+        else:  # this rank's rows, in chunks of micro_batch rows, each over the whole batch's token count, times
+            # world (DDP averages the ranks' gradients, in the last chunk's backward): the one-pass gradient
+            tokens, x, y, loss = int((y != -1).sum()), x[rows], y[rows], 0.0
+            mb = hp.get("micro_batch") or len(x)
+            for lo in range(0, len(x), mb):
+                with ddp.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
+                    part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world
+                    part.backward()
+                loss = loss + part.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
@@ -380,7 +388,8 @@ def main(argv=None):
     rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
     rl.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (the paper: 1.0)")
     rl.add_argument("--micro-batch", type=int, default=None,
-                    help="rows per log-prob/backward chunk, a multiple of --group (default: the preset's; all rows)")
+                    help="rows per forward/backward chunk (RL: a multiple of --group; pre-training: documents) "
+                         "with the whole batch's denominators (default: the preset's; all rows at once)")
     rl.add_argument("--other-space-every", type=int, default=1,
                     help="run the logging-only log-prob pass of the untrained space every k-th step (0: never)")
     ap.add_argument("--bench", action="store_true",
@@ -399,8 +408,11 @@ def main(argv=None):
         if args.ckpt_every is not None and (args.ckpt_every <= 0 or (args.objective is None and args.ckpt_every % 16)):
             raise UserError(f"--ckpt-every {args.ckpt_every}: must be positive (a multiple of 16 for pre-training)")
         if args.objective is None:
+            if args.micro_batch is not None and args.micro_batch <= 0:
+                raise UserError(f"--micro-batch {args.micro_batch}: must be a positive number of documents")
             path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed,
-                                        steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512)
+                                        steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512,
+                                        micro_batch=args.micro_batch)
             print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
             print(json.dumps({k: round(v, 4) for k, v in m.items() if k != "curve"}, indent=1))
             for p, text, r in samples[:6]:

@@ -162,6 +162,11 @@ def runs(tiny_base, tmp_path_factory):
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "whole.pt"), "cpu", steps=3,
                    log_path=str(one / "whole.jsonl"), **RL_KW)
         T.pretrain("tiny", str(one / "pre"), "cpu", **PRE_KW)
+        T.TRAIN["tiny"]["micro_batch"] = 16  # pre-training with the two ranks' rows as two chunks of one process
+        try:
+            T.pretrain("tiny", str(one / "pre-chunks"), "cpu", **PRE_KW)
+        finally:
+            del T.TRAIN["tiny"]["micro_batch"]
         # the same rows in the same two chunks as the two ranks (micro-batches of 2 prompts x 4 samples)
         T.rl_train(str(tiny_base), "w-reinforce", str(one / "chunks.pt"), "cpu", steps=3, micro_batch=8, **RL_KW)
         del seen[:]
@@ -188,6 +193,8 @@ def test_weights_after_3_rl_steps_and_pretraining_match_one_process(runs):
     assert d == 0, f"2 ranks differ from 1 process with the ranks' rows as micro-batches by {d:.3g}"
     d = max_diff(weights(two / "pre/base.pt"), weights(one / "pre/base.pt"))
     assert d <= 1e-5, f"pre-training weights after 3 steps differ by {d:.3g}"
+    d = max_diff(weights(two / "pre/base.pt"), weights(one / "pre-chunks/base.pt"))
+    assert d == 0, f"2 ranks differ from 1 process pre-training the ranks' rows as micro-batches by {d:.3g}"
     # the logged statistics are the whole batch's: reduced over the ranks, the same as one process's
     logs = [[json.loads(line) for line in open(d / "whole.jsonl")] for d in (two, one)]
     for a, b in zip(*logs):

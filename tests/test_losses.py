@@ -131,6 +131,34 @@ def test_conditional_logprobs_equal_unpadded_forward(tiny_rollout):
         torch.testing.assert_close(lp[i][ro.mask[i]], want, atol=1e-5, rtol=0)
 
 
+def test_length_buckets_give_the_one_pass_logprobs_and_gradient():
+    import model as M
+    torch.manual_seed(0)
+    m = M.GPT(M.PRESETS["tiny"])
+    ps = [S.prompt_ids(p) for p in R.make_split("test", 6)]
+    ro = S.generate(m, ps, G=3, max_new_tokens=20, generator=torch.Generator().manual_seed(0))
+    ends = torch.randint(0, 20, (18,), generator=torch.Generator().manual_seed(1))  # end tokens at 0..19
+    pos = torch.arange(ro.response.size(1))[None]
+    resp = ro.response.masked_fill(pos == ends[:, None], R.EOS_ID).masked_fill(pos > ends[:, None], R.PAD_ID)
+    ro = S.Rollout(ro.prompt, ro.pad, resp, resp != R.PAD_ID, torch.ones(18, dtype=torch.bool), ro.texts)
+    assert len(set(ro.pad.tolist())) > 1  # prompts of different lengths: the buckets also cut left padding
+    widths = []
+    for space in (lambda sub: L.conditional_logprobs(m, sub), lambda sub: L.pretrain_logprobs(m, sub.response)):
+        def spy(sub):
+            widths.append(sub.prompt.size(1) + sub.response.size(1))
+            return space(sub)
+        grads = []
+        for fn in (space, lambda r: L.by_length(spy, r)):
+            m.zero_grad()
+            lp, ent = fn(ro)
+            (lp * ro.mask).sum().backward()
+            grads.append(([lp * ro.mask, ent * ro.mask], [p.grad.clone() for p in m.parameters()]))
+        (want, gw), (got, gg) = grads
+        for a, b in zip(want + gw, got + gg):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert min(widths) < ro.prompt.size(1) + ro.response.size(1)  # the short rows ran on a shorter batch
+
+
 @pytest.mark.parametrize("fn,sign", [(L.nsr_loss, -1), (L.psr_loss, +1)])
 def test_one_sgd_step_moves_the_sample_log_prob(tiny_rollout, fn, sign):
     import copy
