@@ -31,7 +31,7 @@ import time
 from experiments.report import comparison_figures, final_metrics, markdown_table
 from model import is_rank0, load_checkpoint, model_from_checkpoint, rank_world
 from reward import MARKERS, UserError, fail
-from sample import common_args, device_and_preset
+from sample import common_args, device_and_preset, peak_memory_mb
 from train import OBJECTIVES, RL, Diverged, check_rl_args, pretrain, rl_train
 
 
@@ -150,11 +150,13 @@ def main(argv=None):
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],
                "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base},
+               "peak_memory_mb": peak_memory_mb(device),  # torch.cuda.max_memory_allocated on a GPU, else peak RSS
                "results": results, "curves": curves, "command": " ".join([launcher(), "dsrl.py", *sys.argv[1:]])}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = (f"# {' vs '.join(names)} ({preset} preset, seed {args.seed})\n\n"
-          f"`{summary['command']}` on {hw}: {wall / 60:.1f} min; {steps} RL steps, S = {S}; "
+          f"`{summary['command']}` on {hw}: {wall / 60:.1f} min, peak memory {summary['peak_memory_mb']:.0f} MB "
+          f"({'GPU, allocated' if device.startswith('cuda') else 'resident'}); {steps} RL steps, S = {S}; "
           f"{RL[preset]['eval_problems']} problems x {args.eval_samples} samples per split.\n\n{table}\n")
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)

@@ -9,6 +9,7 @@ Two things differ from nanoGPT, both for RL:
    instead of re-running the whole sequence (nanoGPT's generate recomputes everything).
 """
 import atexit
+import contextlib
 import math
 import os
 import signal
@@ -246,6 +247,15 @@ class GPT(nn.Module):
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def autocast(device):
+    """The precision of the training forward passes: bf16 autocast on a GPU that has bf16 (matmuls in bf16; weights,
+    gradients and AdamW stay fp32, and the log-probs and losses are taken from fp32 logits); plain fp32 on a CPU,
+    where runs stay bit-reproducible and bf16 matmuls are slower on most chips. Sampling is always fp32."""
+    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # -----------------------------------------------------------------------------

@@ -27,9 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from losses import objective_loss
-from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, OBJECTIVES, GPT, sampler_seed, save_checkpoint, load_checkpoint,
-                   model_from_checkpoint, kill_point, restore, rng_state, rank_world, data_parallel, all_reduce_sum,
-                   reduce_stats, on_rank0, gather, barrier)
+from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, OBJECTIVES, GPT, autocast, sampler_seed, save_checkpoint,
+                   load_checkpoint, model_from_checkpoint, kill_point, restore, rng_state, rank_world, data_parallel,
+                   all_reduce_sum, reduce_stats, on_rank0, gather, barrier)
 from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
                     encode, make_problem, make_split, TERSE)
 import sample
@@ -59,7 +59,8 @@ def corpus_batches(rng, corpus, batch_size, device, pool=16):
 
 def lm_loss(model, x, y, tokens=None):
     """Mean next-token loss of the batch; with `tokens` (data parallel), the sum over these rows / `tokens`."""
-    logits = model(x)  # (B, T, V)
+    with autocast(x.device):
+        logits = model(x).float()  # (B, T, V); bf16 autocast on a GPU, the loss in fp32
     if tokens is None:
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
     return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="sum") / tokens
@@ -316,7 +317,8 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     if world > 1 or (hp.get("micro_batch") and hp["micro_batch"] < r.numel()):
         loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
     else:
-        loss, st = objective_loss(name, model, ro, r, G, hp, ref)
+        with autocast(device):
+            loss, st = objective_loss(name, model, ro, r, G, hp, ref)
         sync()
         t2 = time.perf_counter()
         loss.backward()
@@ -353,7 +355,8 @@ def micro_batched_backward(model, ro, r, name, hp, ref, sync):
         rows = slice(lo, min(N, lo + mb))
         ta = time.perf_counter()
         with model.no_sync() if world > 1 and rows.stop < N else contextlib.nullcontext():
-            loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
+            with autocast(r.device):
+                loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
             sync()
             tb = time.perf_counter()
             (loss * st[count_key]).backward()

@@ -4,6 +4,7 @@ log-prob passes, backward and the optimizer step), with and without the logging-
 memory of the process. And the data-parallel check of the README (one process against torchrun):
 
     python -m experiments.bench --processes 2 --preset tiny --init BASE.pt
+    python -m experiments.bench --tokens-vs /tmp/before     # same sampled tokens as another checkout?
 """
 import argparse
 import json
@@ -87,15 +88,51 @@ def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out=
           f"{step_s[list(runs)[1]]:.3f} s")
 
 
+SAMPLE_ROWS = """
+import sys, torch
+from model import GPT, PRESETS
+from reward import make_split
+from sample import generate, prompt_ids
+preset, new_tokens, out, *rows = sys.argv[1:]
+torch.manual_seed(0)
+m = GPT(PRESETS[preset]).eval()
+torch.save({r: generate(m, [prompt_ids(p) for p in make_split("test", int(r))], max_new_tokens=int(new_tokens),
+                        generator=torch.Generator().manual_seed(0), check_every=10 ** 9).response for r in rows}, out)
+"""
+
+
+def compare_tokens(other, preset="cpu", rows=(256, 1024), new_tokens=64, out="/tmp/prerl-tokens"):
+    """Is the sampler's output unchanged? The KV-cached sampler of another checkout `other` (e.g. `git worktree add
+    /tmp/before COMMIT`) and of this one, on the bench's rows: the same random model (torch seed 0), prompts and
+    generator seed. Prints how many rows differ."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.makedirs(out, exist_ok=True)
+    got = {}
+    for name, tree in (("other", os.path.abspath(other)), ("this", root)):
+        path = os.path.join(out, f"{name}.pt")
+        subprocess.run([sys.executable, "-c", SAMPLE_ROWS, preset, str(new_tokens), path, *map(str, rows)], cwd=tree,
+                       check=True)
+        got[name] = torch.load(path)
+    for r in map(str, rows):
+        a, b = got["other"][r], got["this"][r]
+        differ = int((a != b).any(1).sum()) if a.shape == b.shape else r
+        print(f"  {preset}, {r} rows x {new_tokens} new tokens: {differ} of {r} rows sampled otherwise than by {other}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", type=int, default=2, help="torchrun processes to compare with one")
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--init", required=True, help="base checkpoint of the preset (python train.py --preset P)")
+    ap.add_argument("--init", help="base checkpoint of the preset (python train.py --preset P)")
+    ap.add_argument("--tokens-vs", metavar="CHECKOUT", help="instead: compare the sampled tokens with another checkout's")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--objective", default="grpo")
     ap.add_argument("--out", default="/tmp/prerl-ddp-check")
     a = ap.parse_args(argv)
+    if a.tokens_vs:
+        return compare_tokens(a.tokens_vs)
+    if not a.init:
+        ap.error("--init is required (or --tokens-vs)")
     compare_processes(a.preset, a.init, a.processes, a.steps, a.objective, a.out)
 
 

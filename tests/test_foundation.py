@@ -326,3 +326,18 @@ def test_held_out_splits_rarely_meet_training_questions():
     val = {p.question for p in R.make_split("val", 200)}
     assert len(test & train) <= 2 and len(val & train) <= 2 and len(test & val) <= 1
     assert {p.question for p in R.make_split("val", 50)} != {p.question for p in R.make_split("test", 50)}
+
+
+def test_token_comparison_with_another_checkout(tmp_path, capsys):
+    # experiments.bench --tokens-vs: against a copy of this sampler (no row differs), then against a copy that
+    # always draws greedily (every row differs)
+    from experiments.bench import compare_tokens
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("model.py", "sample.py", "reward.py"):
+        (other / f).write_text((ROOT / f).read_text())
+    compare_tokens(other, preset="tiny", rows=(6,), new_tokens=8, out=str(tmp_path / "tok"))
+    assert "0 of 6 rows sampled otherwise" in capsys.readouterr().out
+    (other / "sample.py").write_text((ROOT / "sample.py").read_text().replace("if temperature == 0:", "if True:"))
+    compare_tokens(other, preset="tiny", rows=(6,), new_tokens=8, out=str(tmp_path / "tok"))
+    assert "6 of 6 rows sampled otherwise" in capsys.readouterr().out

@@ -192,3 +192,21 @@ def test_logprob_gap_is_masked_absolute_difference():
     a, b = torch.tensor([[-1., -2., -3.]]), torch.tensor([[-1.5, -1., -9.]])
     gap = L.logprob_gap(a, b, torch.tensor([[True, True, False]]))
     torch.testing.assert_close(gap, torch.tensor([[0.5, 1.0, 0.0]]))
+
+
+def test_bf16_autocast_keeps_log_probs_and_loss_in_fp32(tiny_rollout):
+    # what a GPU run does in its training passes (model.autocast), simulated with the CPU's bf16 autocast
+    import contextlib
+    import model as M
+    m, ro = tiny_rollout
+    hp = dict(M.RL_DEFAULTS, **M.RL["tiny"])
+    r = torch.tensor([1., 0., 0., 1., 1., 1.])
+    want, _ = L.objective_loss("grpo", m, ro, r, 2, hp)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = L.objective_loss("grpo", m, ro, r, 2, hp)
+        lp, ent = L.conditional_logprobs(m, ro)
+        assert m.transformer.h[0].mlp.c_fc(torch.ones(1, 32)).dtype == torch.bfloat16  # autocast is on
+    assert lp.dtype == ent.dtype == got.dtype == torch.float32
+    got, want = float(got.detach()), float(want.detach())
+    assert abs(got - want) < 0.05 * abs(want)
+    assert isinstance(M.autocast("cpu"), contextlib.nullcontext)  # CPU runs stay fp32

@@ -62,6 +62,8 @@ def test_dsrl_cli_tiny_end_to_end(tmp_path):
     assert set(res["results"]) == {"base", "grpo", "dsrl"}
     assert {"pass@1", "pass@16", "wait_share"} <= set(res["results"]["dsrl"]["ood"])
     assert "| dsrl | test |" in (d / "results.md").read_text()
+    assert 100 < res["peak_memory_mb"] < 8000  # the process's peak resident set on CPU: torch alone is ~300 MB
+    assert f"peak memory {res['peak_memory_mb']:.0f} MB" in (d / "results.md").read_text()
 
 
 @pytest.mark.parametrize("args,needle", [
