@@ -96,6 +96,7 @@ class KVCache:
         self.v = torch.empty_like(self.k)
         self.pad = pad
         self.t = 0
+        self.blocks = None  # the blocks a decode step runs instead of the model's own (sample.generate(compile=True))
         # a decode step's additive attention bias, built once: 0 on real keys, -inf on left padding
         k_pos = torch.arange(max_len, device=device)
         self.bias = torch.zeros(batch, 1, 1, max_len, device=device, dtype=dtype).masked_fill(
@@ -235,7 +236,8 @@ class GPT(nn.Module):
             itself = k_pos[None, None, :] == q_pos[None, :, None]  # pad queries see themselves, not NaN
             mask = (causal & (real | itself))[:, None]                               # (B, 1, T, Tk)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
+        blocks = cache.blocks if cache is not None and T == 1 and cache.blocks is not None else self.transformer.h
+        for block in blocks:
             x = block(x, mask, cache)
         if cache is not None:
             cache.t += T

@@ -76,19 +76,23 @@ def sample_token(logits, temperature, top_k, generator, u=None):
 
 @torch.no_grad()
 def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None, generator=None,
-             use_cache=True, check_every=8, compact=True):
+             use_cache=True, check_every=8, compact=True, compile=False):
     """Sample G responses to each prompt (a list of token-id lists). use_cache=False recomputes the whole
     sequence every step, as nanoGPT's generate does (the slow reference for tests and the benchmark).
     Returns a Rollout. Rows stop at the end token; we look for 'all rows done' only every `check_every`
     steps because each look is a host-device sync. At each look, compact=True (with the cache) drops the
     finished rows from the batch and the cache when they are at least a quarter of it: later steps cost only the
-    rows still writing. Every row keeps its own random draws, so the tokens are the ones compact=False samples."""
+    rows still writing. Every row keeps its own random draws, so the tokens are the ones compact=False samples.
+    compile=True runs the decode steps through torch.compile'd blocks (dynamic shapes: the cache grows every step
+    and rows leave it); the first call compiles, for tens of seconds."""
     device = model.lm_head.weight.device
     B, Tp = len(prompts), max(len(p) for p in prompts)
     pad = torch.tensor([Tp - len(p) for p in prompts], device=device)
     idx = torch.tensor([[PAD_ID] * (Tp - len(p)) + p for p in prompts], device=device)  # (B, Tp)
     max_new_tokens = min(max_new_tokens, model.config.block_size - Tp)
     cache = model.new_cache(B, Tp + max_new_tokens, pad) if use_cache else None
+    if compile and cache is not None:
+        cache.blocks = [torch.compile(b, dynamic=True) for b in model.transformer.h]
     logits = model(idx, pad=pad, cache=cache)[:, -1]  # prefill once per prompt: (B, V)
     # expand to G rows per prompt; each row draws its own first token below
     logits, idx, pad = logits.repeat_interleave(G, 0), idx.repeat_interleave(G, 0), pad.repeat_interleave(G)
@@ -338,18 +342,26 @@ def bench(args):
     for rows in args.rows:
         prompts = [prompt_ids(p) for p in make_split("test", rows)]
         tps, tokens = {}, {}
-        for name, use_cache in (("naive recompute", False), ("kv cache", True)):
-            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache)  # warm up
+        runs = [("naive recompute", False, False), ("kv cache", True, False)]
+        for name, use_cache, compiled in runs + ([("kv + compile", True, True)] if args.compile else []):
+            t = time.perf_counter()
+            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache, compile=compiled)  # warm up
+            if compiled:
+                print(f"  {rows:5d} rows  torch.compile of the decode step: {time.perf_counter() - t:.0f} s")
             dt = float("inf")
             for _ in range(3 if use_cache else 1):  # the cached run is short: best of 3 against machine noise
                 sync(device)
                 t = time.perf_counter()
-                ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache,
+                ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache, compile=compiled,
                               generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
                 sync(device)
                 dt = min(dt, time.perf_counter() - t)
             tps[name], tokens[name] = ro.response.numel() / dt, ro.response
-            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s)")
+            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s, "
+                  f"{dt / args.new_tokens * 1e3:.1f} ms per step)")
+        if args.compile:
+            print(f"  {rows:5d} rows  kv + compile vs kv cache: {tps['kv + compile'] / tps['kv cache']:.2f}x; rows sampled "
+                  f"otherwise: {int((tokens['kv + compile'] != tokens['kv cache']).any(1).sum())} of {rows}")
         floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
         # what a decode step must read at least: the weights once, and every cached key and value (fp32),
         # on average over the run (prompt + half the response cached)
@@ -387,6 +399,8 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="rows for --bench")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")
     ap.add_argument("--profile", action="store_true", help="with --bench: torch.profiler table of the decode step")
+    ap.add_argument("--compile", action="store_true",
+                    help="with --bench: also time the decode step through torch.compile (needs a C++ compiler on CPU)")
     args = ap.parse_args(argv)
     try:
         if args.bench:

@@ -146,7 +146,7 @@ class EndsOften(torch.nn.Module):
 
     def __init__(self, m):
         super().__init__()
-        self.m, self.config, self.lm_head = m, m.config, m.lm_head
+        self.m, self.config, self.lm_head, self.transformer = m, m.config, m.lm_head, m.transformer
 
     def new_cache(self, *a):
         return self.m.new_cache(*a)
@@ -171,6 +171,18 @@ def test_dropping_finished_rows_samples_the_same_tokens(tiny, monkeypatch):
         c = S.generate(model, prompts(8), generator=gen(), use_cache=False, **kw)
         assert torch.equal(a.response, b.response) and torch.equal(a.response, c.response)
         assert a.texts == b.texts and torch.equal(a.finished, b.finished)
+
+
+@pytest.mark.slow
+def test_compiled_decode_samples_the_same_tokens(tiny):
+    # generate(compile=True): the decode steps through torch.compile'd blocks. Slow (it compiles) and it needs a C++
+    # compiler on CPU, hence `pytest -m slow`, outside the default suite.
+    for temp in (1.0, 0.0):
+        gen = lambda: torch.Generator().manual_seed(5)
+        a = S.generate(EndsOften(tiny), prompts(6), G=4, max_new_tokens=32, temperature=temp, generator=gen())
+        b = S.generate(EndsOften(tiny), prompts(6), G=4, max_new_tokens=32, temperature=temp, generator=gen(),
+                       compile=True)
+        assert torch.equal(a.response, b.response)
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny):
