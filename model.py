@@ -54,8 +54,8 @@ TRAIN = {
     "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
 }
 # micro_batch: documents per forward/backward chunk (gradient accumulation, the whole batch's token count as the
-# denominator). gpu: 256 documents of up to ~150 tokens keep ~5.7 GB of activations for backward (6 layers x
-# ~16 x 384 floats per token); 64 at a time keep a quarter of that.
+# denominator). gpu: a batch of 256 of the longest documents (~117 tokens) keeps ~4.4 GB of activations for backward
+# (6 layers x ~16 x 384 floats per token); 64 at a time keep a quarter of that (README, Speed).
 
 
 # every objective train.py and dsrl.py accept (losses.objective_loss holds the phase losses; dsrl.py the two-phase ones)
