@@ -43,7 +43,7 @@ PRESETS = {  # model sizes; the training settings of each preset follow below (T
 }
 
 
-# Training settings per preset: `cpu` pre-trains in about 7 minutes on 2 cores (measured); `gpu` is sized
+# Training settings per preset: `cpu` pre-trains in about 6.5 minutes on 2 cores (measured); `gpu` is sized
 # for about 2 minutes on one modern GPU (not measured yet).
 TRAIN = {
     "tiny": dict(pretrain_steps=150, batch_size=32, lr=3e-3),
