@@ -44,7 +44,8 @@ def join(rank, port, fn, args):
     assert M.init_distributed("cpu") == "cpu" and M.rank_world() == (rank, WORLD)
     fn(rank, *args)
     # Leave together, and skip the interpreter's teardown: a rank that tears gloo down while its peer is already
-    # gone can abort in C++ on the way out (seen once in CI: SIGABRT after the work was done and written).
+    # gone can abort in C++ on the way out. Seen once here: a rank ended with SIGABRT and "terminate called without
+    # an active exception", what C++ prints when a thread still runs at teardown.
     torch.distributed.barrier()
     os._exit(0)
 
