@@ -130,6 +130,8 @@ def main(argv=None):
     ap.add_argument("--out", default="/tmp/prerl-ddp-check")
     a = ap.parse_args(argv)
     if a.tokens_vs:
+        if not os.path.isfile(os.path.join(a.tokens_vs, "sample.py")):
+            ap.error(f"--tokens-vs {a.tokens_vs}: not a checkout of this project (no sample.py there)")
         return compare_tokens(a.tokens_vs)
     if not a.init:
         ap.error("--init is required (or --tokens-vs)")
