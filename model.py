@@ -53,9 +53,8 @@ TRAIN = {
     "cpu": dict(pretrain_steps=4000, batch_size=64, lr=2e-3),
     "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
 }
-# micro_batch: documents per forward/backward chunk (gradient accumulation, the whole batch's token count as the
-# denominator). gpu: a batch of 256 of the longest documents (~117 tokens) keeps ~4.4 GB of activations for backward
-# (6 layers x ~16 x 384 floats per token); 64 at a time keep a quarter of that (README, Speed).
+# micro_batch: documents per forward/backward chunk, over the whole batch's token count (the same gradient, a quarter
+# of the activations at a time for the gpu preset; measured in README, Speed)
 
 
 # every objective train.py and dsrl.py accept (losses.objective_loss holds the phase losses; dsrl.py the two-phase ones)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import OBJECTIVES, PRESETS, RL, GPT, init_distributed, load_checkpoint, model_from_checkpoint
+from model import OBJECTIVES, PRESETS, RL, init_distributed, load_checkpoint, model_from_checkpoint
 from reward import (EOS_ID, PAD_ID, BOS_ID, TOKEN_CLASSES, UserError, fail, Problem, char_classes, count_markers,
                     decode, encode, habit_stats, make_split, reflection_stats, score, solve, MARKERS)
 
@@ -111,14 +111,18 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
         tok = tok.masked_fill(done[live], PAD_ID)  # (n,) for the n live rows
         out[live, i] = tok
         done[live] |= tok == EOS_ID
-        if i + 1 == max_new_tokens or ((i + 1) % check_every == 0 and bool(done.all())):
+        if i + 1 == max_new_tokens:
             steps = i + 1
             break
-        if compact and cache is not None and (i + 1) % check_every == 0:
-            still = ~done[live]  # (n,)
-            if 4 * int(still.sum()) <= 3 * live.numel():  # a quarter or more finished: drop them
-                live, tok, keep = live[still], tok[still], still.nonzero().squeeze(1)
-                cache.keep(keep)
+        if (i + 1) % check_every == 0:
+            still = ~done[live]  # (n,); rows out of the batch are done
+            writing = int(still.sum())  # the one host-device sync of a check
+            if writing == 0:
+                steps = i + 1
+                break
+            if compact and cache is not None and 4 * writing <= 3 * live.numel():  # a quarter or more finished
+                live, tok = live[still], tok[still]
+                cache.keep(still.nonzero().squeeze(1))
         if cache is not None:
             logits = model(tok[:, None], cache=cache)[:, -1]
         else:
@@ -291,95 +295,11 @@ def device_and_preset(args):
     return device, preset
 
 
-def sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device, dtype=torch.float32, n=1024, reps=10):
-    """The machine's measured dense-matmul rate: the arithmetic ceiling for one decode step."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def copy_gbps(device, mib=256, reps=5):
-    """The machine's measured memory bandwidth: bytes read + written per second by a large tensor copy."""
-    a = torch.ones(mib * 2 ** 18, device=device)  # mib MiB of fp32
-    b = torch.empty_like(a)
-    b.copy_(a)
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        b.copy_(a)
-    sync(device)
-    return 2 * a.numel() * 4 * reps / (time.perf_counter() - t) / 1e9
-
-
 def peak_memory_mb(device):
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
-
-
-def bench(args):
-    """tokens/s of naive recompute vs the KV-cached sampler on one model, same rows and lengths, and the
-    FLOP floor of a decode step on this machine."""
-    device = pick_device(args.device)
-    torch.manual_seed(0)
-    model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
-    gflops, gbps = matmul_gflops(device), copy_gbps(device)
-    print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
-          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s, "
-          f"memory copy {gbps:.1f} GB/s")
-    for rows in args.rows:
-        prompts = [prompt_ids(p) for p in make_split("test", rows)]
-        tps, tokens = {}, {}
-        runs = [("naive recompute", False, False), ("kv cache", True, False)]
-        for name, use_cache, compiled in runs + ([("kv + compile", True, True)] if args.compile else []):
-            t = time.perf_counter()
-            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache, compile=compiled)  # warm up
-            if compiled:
-                print(f"  {rows:5d} rows  torch.compile of the decode step: {time.perf_counter() - t:.0f} s")
-            dt = float("inf")
-            for _ in range(3 if use_cache else 1):  # the cached run is short: best of 3 against machine noise
-                sync(device)
-                t = time.perf_counter()
-                ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache, compile=compiled,
-                              generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
-                sync(device)
-                dt = min(dt, time.perf_counter() - t)
-            tps[name], tokens[name] = ro.response.numel() / dt, ro.response
-            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s, "
-                  f"{dt / args.new_tokens * 1e3:.1f} ms per step)")
-        if args.compile:
-            print(f"  {rows:5d} rows  kv + compile vs kv cache: {tps['kv + compile'] / tps['kv cache']:.2f}x; rows sampled "
-                  f"otherwise: {int((tokens['kv + compile'] != tokens['kv cache']).any(1).sum())} of {rows}")
-        floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
-        # what a decode step must read at least: the weights once, and every cached key and value (fp32),
-        # on average over the run (prompt + half the response cached)
-        cfg = model.config
-        avg_t = sum(len(p) for p in prompts) / rows + args.new_tokens / 2
-        kv_bytes = 2 * cfg.n_layer * rows * avg_t * cfg.n_embd * 4
-        mem_ms = (4 * model.num_params() + kv_bytes) / (gbps * 1e9) * 1e3
-        step_ms = rows / tps["kv cache"] * 1e3
-        print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
-              f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
-              f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read); "
-              f"rows sampled otherwise than by naive recompute: "
-              f"{int((tokens['kv cache'] != tokens['naive recompute']).any(1).sum())} of {rows}")
-    print(f"  peak memory {peak_memory_mb(device):.0f} MB")
-    if args.profile:
-        from experiments.bench import profile_decode  # the profiler table lives with the benchmarks
-        for rows in args.rows:
-            profile_decode(model, [prompt_ids(p) for p in make_split("test", rows)], args.new_tokens, device)
 
 
 def main(argv=None):
@@ -406,7 +326,8 @@ def main(argv=None):
         if args.bench:
             if args.preset not in PRESETS:
                 raise UserError(f"unknown preset {args.preset!r}: choose from {sorted(PRESETS)}")
-            return bench(args)
+            from experiments.bench import bench_sampler  # benchmark machinery lives with the experiments
+            return bench_sampler(args)
         if not args.ckpt:
             raise UserError("--ckpt is required (or --bench)")
         if args.n < 1 or args.temperature < 0:

@@ -130,18 +130,16 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
             g["lr"] = lr_at(step, steps, hp["lr"])
         x, y = next(batches)
         opt.zero_grad(set_to_none=True)
-        if world == 1 and not hp.get("micro_batch"):
-            loss = lm_loss(model, x, y)
-            loss.backward()
-        else:  # this rank's rows, in chunks of micro_batch rows, each over the whole batch's token count, times
-            # world (DDP averages the ranks' gradients, in the last chunk's backward): the one-pass gradient
-            tokens, x, y, loss = int((y != -1).sum()), x[rows], y[rows], 0.0
-            mb = hp.get("micro_batch") or len(x)
-            for lo in range(0, len(x), mb):
-                with ddp.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
-                    part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world
-                    part.backward()
-                loss = loss + part.detach()
+        # this rank's rows (all of them in one process), in chunks of micro_batch rows, each over the whole batch's
+        # token count, times world (DDP averages the ranks' gradients, in the last chunk's backward): the gradient
+        # of the whole batch's mean loss
+        tokens, x, y, loss = int((y != -1).sum()), x[rows], y[rows], 0.0
+        mb = hp["micro_batch"] or len(x)
+        for lo in range(0, len(x), mb):
+            with ddp.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
+                part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world
+                part.backward()
+            loss = loss + part.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         evaluating = (step + 1) % eval_every == 0 or step + 1 == steps

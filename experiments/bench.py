@@ -1,7 +1,9 @@
 """
-The RL-step benchmark behind `python train.py --bench`: where the time of one training step goes (sampling, the
-log-prob passes, backward and the optimizer step), with and without the logging-only log-prob pass, and the peak
-memory of the process. And the data-parallel check of the README (one process against torchrun):
+The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (and torch.compile) against
+the decode step's FLOP and memory floors, with `--profile` the per-op table. The RL-step benchmark behind `python
+train.py --bench`: where the time of one training step goes (sampling, the log-prob passes, backward and the
+optimizer step), with and without the logging-only log-prob pass, and the peak memory of the process. The
+data-parallel check of the README (one process against torchrun), and a comparison of sampled tokens:
 
     python -m experiments.bench --processes 2 --preset tiny --init BASE.pt
     python -m experiments.bench --tokens-vs /tmp/before     # same sampled tokens as another checkout?
@@ -17,9 +19,92 @@ import time
 import torch
 
 from model import GPT, PRESETS, data_parallel, load_checkpoint, model_from_checkpoint
-from reward import SPLITS, make_problem
-from sample import peak_memory_mb
+from reward import SPLITS, make_problem, make_split
+from sample import generate, peak_memory_mb, pick_device, prompt_ids
 from train import RL, RL_DEFAULTS, rl_step
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device, dtype=torch.float32, n=1024, reps=10):
+    """The machine's measured dense-matmul rate: the arithmetic ceiling for one decode step."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def copy_gbps(device, mib=256, reps=5):
+    """The machine's measured memory bandwidth: bytes read + written per second by a large tensor copy."""
+    a = torch.ones(mib * 2 ** 18, device=device)  # mib MiB of fp32
+    b = torch.empty_like(a)
+    b.copy_(a)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        b.copy_(a)
+    sync(device)
+    return 2 * a.numel() * 4 * reps / (time.perf_counter() - t) / 1e9
+
+
+def bench_sampler(args):
+    """`python sample.py --bench`: tokens/s of naive recompute vs the KV-cached sampler (and through torch.compile)
+    on one model, same rows and lengths, against the FLOP and memory floors of a decode step on this machine."""
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
+    gflops, gbps = matmul_gflops(device), copy_gbps(device)
+    print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
+          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s, "
+          f"memory copy {gbps:.1f} GB/s")
+    for rows in args.rows:
+        prompts = [prompt_ids(p) for p in make_split("test", rows)]
+        tps, tokens = {}, {}
+        runs = [("naive recompute", False, False), ("kv cache", True, False)]
+        for name, use_cache, compiled in runs + ([("kv + compile", True, True)] if args.compile else []):
+            t = time.perf_counter()
+            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache, compile=compiled)  # warm up
+            if compiled:
+                print(f"  {rows:5d} rows  torch.compile of the decode step: {time.perf_counter() - t:.0f} s")
+            dt = float("inf")
+            for _ in range(3 if use_cache else 1):  # the cached run is short: best of 3 against machine noise
+                sync(device)
+                t = time.perf_counter()
+                ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache, compile=compiled,
+                              generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
+                sync(device)
+                dt = min(dt, time.perf_counter() - t)
+            tps[name], tokens[name] = ro.response.numel() / dt, ro.response
+            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s, "
+                  f"{dt / args.new_tokens * 1e3:.1f} ms per step)")
+        if args.compile:
+            print(f"  {rows:5d} rows  kv + compile vs kv cache: {tps['kv + compile'] / tps['kv cache']:.2f}x; rows sampled "
+                  f"otherwise: {int((tokens['kv + compile'] != tokens['kv cache']).any(1).sum())} of {rows}")
+        floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
+        # what a decode step must read at least: the weights once, and every cached key and value (fp32),
+        # on average over the run (prompt + half the response cached)
+        cfg = model.config
+        avg_t = sum(len(p) for p in prompts) / rows + args.new_tokens / 2
+        kv_bytes = 2 * cfg.n_layer * rows * avg_t * cfg.n_embd * 4
+        mem_ms = (4 * model.num_params() + kv_bytes) / (gbps * 1e9) * 1e3
+        step_ms = rows / tps["kv cache"] * 1e3
+        print(f"  {rows:5d} rows  speed-up {tps['kv cache'] / tps['naive recompute']:.1f}x; decode step "
+              f"{step_ms:.1f} ms vs FLOP floor {floor_ms:.2f} ms ({step_ms / floor_ms:.1f}x the floor), "
+              f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read); "
+              f"rows sampled otherwise than by naive recompute: "
+              f"{int((tokens['kv cache'] != tokens['naive recompute']).any(1).sum())} of {rows}")
+    print(f"  peak memory {peak_memory_mb(device):.0f} MB")
+    if args.profile:
+        for rows in args.rows:
+            profile_decode(model, [prompt_ids(p) for p in make_split("test", rows)], args.new_tokens, device)
 
 
 def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
@@ -147,7 +232,6 @@ def profile_decode(model, prompts, new_tokens, device, top=15):
     so nothing is counted twice), and the share of the wall time that no op accounts for (Python, dispatch,
     the profiler's own overhead). Prints the table; returns (wall ms per step, op ms per step)."""
     from torch.profiler import ProfilerActivity, profile
-    from sample import generate, sync
     generate(model, prompts[:8], max_new_tokens=4)  # warm up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(device).startswith("cuda") else [])
     with profile(activities=acts) as prof:
