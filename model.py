@@ -88,35 +88,43 @@ class KVCache:
     """Keys and values of every layer for `batch` rows, preallocated for `max_len` positions.
     `pad` (B,) counts each row's left-pad tokens; `t` is how many positions are filled."""
 
-    def __init__(self, cfg, batch, max_len, pad, device, dtype):
+    def __init__(self, cfg, batch, max_len, pad, device, dtype, static=False):
         hs = cfg.n_embd // cfg.n_head
-        # empty, not zeros: a position is written (prefill or decode) before any query reads it
-        self.k = torch.empty(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
-        self.v = torch.empty_like(self.k)
+        # static=True fixes every shape of a decode step, so that it can be captured once as a CUDA graph
+        # (sample.generate(static=True)): each step reads the whole buffer, its unwritten positions masked, and
+        # writes at `pos`, the position as a tensor. Zeros, since a masked key still enters a matmul (0 * NaN = NaN).
+        # Otherwise empty: a position is written (prefill or decode) before any query reads it.
+        self.static = static
+        alloc = torch.zeros if static else torch.empty
+        # one tensor per layer, (B, nh, max_len, hs): torch.compile then writes a step into it in place, where a
+        # slice of one tensor for all layers made it copy that layer's whole cache every step
+        self.k = [alloc(batch, cfg.n_head, max_len, hs, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [alloc(batch, cfg.n_head, max_len, hs, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.pad = pad
         self.t = 0
+        self.pos = torch.zeros((), dtype=torch.long, device=device)  # = t, kept only when static
         self.blocks = None  # the blocks a decode step runs instead of the model's own (sample.generate(compile=True))
         # a decode step's additive attention bias, built once: 0 on real keys, -inf on left padding
-        k_pos = torch.arange(max_len, device=device)
+        self.k_pos = torch.arange(max_len, device=device)
         self.bias = torch.zeros(batch, 1, 1, max_len, device=device, dtype=dtype).masked_fill(
-            (k_pos[None, :] < pad[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, max_len)
+            (self.k_pos[None, :] < pad[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, max_len)
 
     def expand(self, g):
         """Repeat every row g times (B -> B*g): prefill a prompt once, then sample G answers from it."""
         if g == 1:
             return
-        for name in ("k", "v"):  # copy only the filled positions: the rest of the buffer is still empty
-            old = getattr(self, name)
-            new = old.new_empty(old.size(0), old.size(1) * g, *old.shape[2:])
-            new[:, :, :, :self.t] = old[:, :, :, :self.t].repeat_interleave(g, dim=1)
-            setattr(self, name, new)
+        for layers in (self.k, self.v):  # copy only the filled positions: the rest of the buffer is still empty
+            for i, old in enumerate(layers):
+                new = (old.new_zeros if self.static else old.new_empty)(old.size(0) * g, *old.shape[1:])
+                new[:, :, :self.t] = old[:, :, :self.t].repeat_interleave(g, dim=0)
+                layers[i] = new
         self.pad = self.pad.repeat_interleave(g)
         self.bias = self.bias.repeat_interleave(g, dim=0)
 
     def keep(self, rows):
         """Keep only `rows` (a LongTensor of row indices): drop the rows that have finished sampling, so that
         later decode steps neither compute nor read them (sample.generate)."""
-        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.k, self.v = [k[rows] for k in self.k], [v[rows] for v in self.v]
         self.pad, self.bias = self.pad[rows], self.bias[rows]
 
 
@@ -134,11 +142,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
-        if cache is not None:  # write this chunk's keys/values, then attend over everything so far
-            cache.k[self.layer, :, :, cache.t:cache.t + T] = k
-            cache.v[self.layer, :, :, cache.t:cache.t + T] = v
-            k = cache.k[self.layer, :, :, :cache.t + T]
-            v = cache.v[self.layer, :, :, :cache.t + T]
+        if cache is not None and cache.static and T == 1:  # write at the tensor position; attend over the whole buffer
+            cache.k[self.layer].index_copy_(2, cache.pos.view(1), k)
+            cache.v[self.layer].index_copy_(2, cache.pos.view(1), v)
+            k, v = cache.k[self.layer], cache.v[self.layer]                     # (B, nh, max_len, hs)
+        elif cache is not None:  # write this chunk's keys/values, then attend over everything so far
+            ck, cv = cache.k[self.layer], cache.v[self.layer]
+            ck[:, :, cache.t:cache.t + T], cv[:, :, cache.t:cache.t + T] = k, v
+            k, v = ck[:, :, :cache.t + T], cv[:, :, :cache.t + T]                  # (B, nh, t + T, hs)
         drop = self.dropout if self.training else 0.0
         if cache is not None and T == 1:  # a decode step: one query per row. Two plain batched matmuls read the
             # cache faster here than the fused kernel (README, Speed); the mask is the cache's additive bias
@@ -208,9 +219,9 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
 
-    def new_cache(self, batch, max_len, pad):
+    def new_cache(self, batch, max_len, pad, static=False):
         p = self.lm_head.weight
-        return KVCache(self.config, batch, max_len, pad, p.device, p.dtype)
+        return KVCache(self.config, batch, max_len, pad, p.device, p.dtype, static)
 
     def forward(self, idx, pad=None, cache=None):
         """idx (B, T) token ids -> logits (B, T, vocab).
@@ -222,7 +233,10 @@ class GPT(nn.Module):
         if cache is not None:
             pad = cache.pad
         assert t0 + T <= self.config.block_size, f"sequence of {t0 + T} > block_size {self.config.block_size}"
-        if cache is not None and T == 1:  # a decode step: one real query that may see every real key
+        if cache is not None and T == 1 and cache.static:  # fixed shapes: the whole buffer, written positions only
+            pos = (cache.pos - pad)[:, None]                                                        # (B, 1)
+            mask = cache.bias.masked_fill(cache.k_pos > cache.pos, float("-inf"))                  # (B, 1, 1, max_len)
+        elif cache is not None and T == 1:  # a decode step: one real query that may see every real key
             pos, mask = (t0 - pad)[:, None], cache.bias[:, :, :, :t0 + 1]             # (B, 1), (B, 1, 1, Tk)
         elif pad is None:  # (a cache always carries a pad tensor, so this is the uncached path)
             pos, mask = torch.arange(T, device=idx.device), None
@@ -240,6 +254,8 @@ class GPT(nn.Module):
             x = block(x, mask, cache)
         if cache is not None:
             cache.t += T
+            if cache.static:  # in place: a replayed CUDA graph advances the position without Python
+                cache.pos += T
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
 
     def configure_optimizers(self, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):

@@ -13,6 +13,7 @@ How a group is sampled (GRPO needs G answers per prompt):
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -74,9 +75,14 @@ def sample_token(logits, temperature, top_k, generator, u=None):
     return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
+# On a GPU a decode step of these small models is mostly kernel launches, which one CUDA graph per step removes.
+# PRERL_CUDA_GRAPH=0 in the environment: sample with the growing cache on a GPU too (same tokens, up to rounding).
+STATIC_ON_CUDA = os.environ.get("PRERL_CUDA_GRAPH", "1") != "0"
+
+
 @torch.no_grad()
 def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None, generator=None,
-             use_cache=True, check_every=8, compact=True, compile=False):
+             use_cache=True, check_every=8, compact=True, compile=False, static=None):
     """Sample G responses to each prompt (a list of token-id lists). use_cache=False recomputes the whole
     sequence every step, as nanoGPT's generate does (the slow reference for tests and the benchmark).
     Returns a Rollout. Rows stop at the end token; we look for 'all rows done' only every `check_every`
@@ -84,15 +90,23 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
     finished rows from the batch and the cache when they are at least a quarter of it: later steps cost only the
     rows still writing. Every row keeps its own random draws, so the tokens are the ones compact=False samples.
     compile=True runs the decode steps through torch.compile'd blocks (dynamic shapes: the cache grows every step
-    and rows leave it); the first call compiles, for tens of seconds."""
+    and rows leave it); the first call compiles, for tens of seconds. static=True keeps every shape of a decode step
+    fixed (a static cache, model.KVCache; no rows leave): on a GPU the step is then captured once as a CUDA graph and
+    replayed, one launch per step instead of one per kernel. On a CPU it is slower (it reads the whole cache), so
+    static=None (the default) means STATIC_ON_CUDA on a GPU and False elsewhere."""
     device = model.lm_head.weight.device
+    static = use_cache and (STATIC_ON_CUDA and device.type == "cuda" if static is None else static)
     B, Tp = len(prompts), max(len(p) for p in prompts)
     pad = torch.tensor([Tp - len(p) for p in prompts], device=device)
     idx = torch.tensor([[PAD_ID] * (Tp - len(p)) + p for p in prompts], device=device)  # (B, Tp)
     max_new_tokens = min(max_new_tokens, model.config.block_size - Tp)
-    cache = model.new_cache(B, Tp + max_new_tokens, pad) if use_cache else None
+    cache = model.new_cache(B, Tp + max_new_tokens, pad, static=static) if use_cache else None
     if compile and cache is not None:
         cache.blocks = [torch.compile(b, dynamic=True) for b in model.transformer.h]
+    step = lambda tok: model(tok[:, None], cache=cache)[:, -1]  # one decode step: (n,) tokens -> (n, V) logits
+    if static and device.type == "cuda":
+        step = cuda_graph(step)
+    compact = compact and not static
     logits = model(idx, pad=pad, cache=cache)[:, -1]  # prefill once per prompt: (B, V)
     # expand to G rows per prompt; each row draws its own first token below
     logits, idx, pad = logits.repeat_interleave(G, 0), idx.repeat_interleave(G, 0), pad.repeat_interleave(G)
@@ -124,7 +138,7 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
                 live, tok = live[still], tok[still]
                 cache.keep(still.nonzero().squeeze(1))
         if cache is not None:
-            logits = model(tok[:, None], cache=cache)[:, -1]
+            logits = step(tok)
         else:
             logits = model(torch.cat([idx, out[:, :i + 1]], 1), pad=pad)[:, -1]
     out = out[:, :steps]
@@ -132,6 +146,31 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
     rows = out.tolist()
     texts = [decode(r[:r.index(EOS_ID)] if EOS_ID in r else [t for t in r if t != PAD_ID]) for r in rows]
     return Rollout(idx, pad, out, mask, done.clone(), texts)
+
+
+def cuda_graph(step):
+    """step(tok) -> logits over a static cache, captured once as a CUDA graph and replayed after that. The first call
+    runs eagerly on a side stream (it warms up the kernels, and compiles them under compile=True); the second
+    captures the step, which writes its keys and values and advances the cache position on every replay."""
+    graph, io = None, {}
+
+    def run(tok):
+        nonlocal graph
+        if not io:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                io["warm"] = step(tok)
+            torch.cuda.current_stream().wait_stream(side)
+            return io["warm"]
+        if graph is None:
+            io["tok"], graph = tok.clone(), torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records the kernels without running them; replay() below runs them
+                io["logits"] = step(io["tok"])
+        io["tok"].copy_(tok)
+        graph.replay()
+        return io["logits"]
+    return run
 
 
 def rewards(rollout, answers):
@@ -314,7 +353,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     ap.add_argument("--show", type=int, default=6, help="samples to print")
-    ap.add_argument("--bench", action="store_true", help="benchmark naive vs KV-cached sampling")
+    ap.add_argument("--bench", action="store_true", help="benchmark naive vs KV-cached sampling (growing, static)")
     ap.add_argument("--preset", default="cpu", help="model size for --bench")
     ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="rows for --bench")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")

@@ -1,5 +1,5 @@
 """
-The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (and torch.compile) against
+The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (growing, static, and through torch.compile) against
 the decode step's FLOP and memory floors, with `--profile` the per-op table. The RL-step benchmark behind `python
 train.py --bench`: where the time of one training step goes (sampling, the log-prob passes, backward and the
 optimizer step), with and without the logging-only log-prob pass, and the peak memory of the process. The
@@ -56,8 +56,9 @@ def copy_gbps(device, mib=256, reps=5):
 
 
 def bench_sampler(args):
-    """`python sample.py --bench`: tokens/s of naive recompute vs the KV-cached sampler (and through torch.compile)
-    on one model, same rows and lengths, against the FLOP and memory floors of a decode step on this machine."""
+    """`python sample.py --bench`: tokens/s of naive recompute vs the KV-cached sampler (the growing cache, the static
+    one, and with --compile both through torch.compile) on one model, same rows and lengths, against the FLOP and
+    memory floors of a decode step on this machine."""
     device = pick_device(args.device)
     torch.manual_seed(0)
     model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
@@ -68,26 +69,30 @@ def bench_sampler(args):
     for rows in args.rows:
         prompts = [prompt_ids(p) for p in make_split("test", rows)]
         tps, tokens = {}, {}
-        runs = [("naive recompute", False, False), ("kv cache", True, False)]
-        for name, use_cache, compiled in runs + ([("kv + compile", True, True)] if args.compile else []):
+        static = "static + CUDA graph" if device.startswith("cuda") else "static cache"
+        runs = [("naive recompute", False, False, False), ("kv cache", True, False, False), (static, True, False, True)]
+        if args.compile:
+            runs += [("kv + compile", True, True, False), (static + " + compile", True, True, True)]
+        for name, use_cache, compiled, fixed in runs:
+            kw = dict(use_cache=use_cache, compile=compiled, static=fixed)
             t = time.perf_counter()
-            generate(model, prompts[:8], max_new_tokens=4, use_cache=use_cache, compile=compiled)  # warm up
+            generate(model, prompts[:8], max_new_tokens=4, **kw)  # warm up
             if compiled:
                 print(f"  {rows:5d} rows  torch.compile of the decode step: {time.perf_counter() - t:.0f} s")
             dt = float("inf")
             for _ in range(3 if use_cache else 1):  # the cached run is short: best of 3 against machine noise
                 sync(device)
                 t = time.perf_counter()
-                ro = generate(model, prompts, max_new_tokens=args.new_tokens, use_cache=use_cache, compile=compiled,
-                              generator=torch.Generator(device=device).manual_seed(0), check_every=10 ** 9)
+                ro = generate(model, prompts, max_new_tokens=args.new_tokens, **kw, check_every=10 ** 9,
+                              generator=torch.Generator(device=device).manual_seed(0))
                 sync(device)
                 dt = min(dt, time.perf_counter() - t)
             tps[name], tokens[name] = ro.response.numel() / dt, ro.response
-            print(f"  {rows:5d} rows  {name:16s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s, "
+            print(f"  {rows:5d} rows  {name:26s} {tps[name]:10.0f} tokens/s  ({dt:.2f} s, "
                   f"{dt / args.new_tokens * 1e3:.1f} ms per step)")
-        if args.compile:
-            print(f"  {rows:5d} rows  kv + compile vs kv cache: {tps['kv + compile'] / tps['kv cache']:.2f}x; rows sampled "
-                  f"otherwise: {int((tokens['kv + compile'] != tokens['kv cache']).any(1).sum())} of {rows}")
+        for name, *_ in runs[2:]:
+            print(f"  {rows:5d} rows  {name} vs kv cache: {tps[name] / tps['kv cache']:.2f}x; rows sampled otherwise: "
+                  f"{int((tokens[name] != tokens['kv cache']).any(1).sum())} of {rows}")
         floor_ms = 2 * model.num_params() * rows / (gflops * 1e9) * 1e3
         # what a decode step must read at least: the weights once, and every cached key and value (fp32),
         # on average over the run (prompt + half the response cached)
@@ -223,21 +228,19 @@ def main(argv=None):
     compare_processes(a.preset, a.init, a.processes, a.steps, a.objective, a.out)
 
 
-if __name__ == "__main__":
-    main()
-
 
 def profile_decode(model, prompts, new_tokens, device, top=15):
     """Where a KV-cached decode step spends its time: torch.profiler over one generate() call, per op (self time,
     so nothing is counted twice), and the share of the wall time that no op accounts for (Python, dispatch,
     the profiler's own overhead). Prints the table; returns (wall ms per step, op ms per step)."""
     from torch.profiler import ProfilerActivity, profile
-    generate(model, prompts[:8], max_new_tokens=4)  # warm up
+    kw = dict(static=False)  # the growing cache, kernel by kernel (a CUDA graph would show as one launch)
+    generate(model, prompts[:8], max_new_tokens=4, **kw)  # warm up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(device).startswith("cuda") else [])
     with profile(activities=acts) as prof:
         t = time.perf_counter()
         generate(model, prompts, max_new_tokens=new_tokens, generator=torch.Generator(device=device).manual_seed(0),
-                 check_every=10 ** 9)
+                 check_every=10 ** 9, **kw)
         sync(device)
         wall = (time.perf_counter() - t) * 1e3 / new_tokens
     events = prof.key_averages()
@@ -246,3 +249,7 @@ def profile_decode(model, prompts, new_tokens, device, top=15):
     print(f"  {len(prompts)} rows: {wall:.2f} ms per decode step under the profiler (prefill included, spread over "
           f"{new_tokens} steps); ops' self time {ops:.2f} ms ({100 * ops / wall:.0f}%), the rest {wall - ops:.2f} ms")
     return wall, ops
+
+
+if __name__ == "__main__":
+    main()

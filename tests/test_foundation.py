@@ -148,8 +148,8 @@ class EndsOften(torch.nn.Module):
         super().__init__()
         self.m, self.config, self.lm_head, self.transformer = m, m.config, m.lm_head, m.transformer
 
-    def new_cache(self, *a):
-        return self.m.new_cache(*a)
+    def new_cache(self, *a, **kw):
+        return self.m.new_cache(*a, **kw)
 
     def forward(self, idx, pad=None, cache=None):
         logits = self.m(idx, pad=pad, cache=cache)
@@ -173,6 +173,41 @@ def test_dropping_finished_rows_samples_the_same_tokens(tiny, monkeypatch):
         assert a.texts == b.texts and torch.equal(a.finished, b.finished)
 
 
+def test_static_cache_samples_the_same_tokens(tiny, monkeypatch):
+    # generate(static=True): every decode step attends over the whole zero-filled buffer with the unwritten positions
+    # masked, and writes at a tensor position (what a CUDA graph needs); no rows leave the batch. Then again with
+    # every float tensor from torch.empty / new_empty full of NaN, as uninitialized memory may be: the static cache
+    # must not read any (it zero-fills), the growing one must write every position before it reads it.
+    model, gen = EndsOften(tiny), lambda: torch.Generator().manual_seed(7)
+    runs = [dict(G=4, max_new_tokens=40, temperature=temp, top_k=top_k) for temp, top_k in ((1.0, None), (1.3, 100))]
+    want = [S.generate(model, prompts(8), generator=gen(), **kw) for kw in runs]
+    assert want[0].mask.sum(1).min() < 20 < want[0].mask.sum(1).max()  # rows ended at different steps
+    for poison in (False, True):
+        if poison:
+            nan = lambda t: t.fill_(float("nan")) if t.is_floating_point() else t
+            empty, new_empty = torch.empty, torch.Tensor.new_empty
+            monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
+            monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: nan(new_empty(self, *a, **k)))
+        for a, kw in zip(want, runs):
+            for static in (False, True):
+                b = S.generate(model, prompts(8), generator=gen(), static=static, **kw)
+                assert torch.equal(a.response, b.response) and a.texts == b.texts
+
+
+def test_static_decode_step_matches_the_growing_cache(tiny):
+    ps = prompts(4)
+    pad = torch.tensor([max(map(len, ps)) - len(p) for p in ps])
+    idx = torch.tensor([[R.PAD_ID] * int(n) + p for n, p in zip(pad, ps)])
+    caches = [tiny.new_cache(4, idx.size(1) + 6, pad, static=s) for s in (False, True)]
+    for c in caches:
+        tiny(idx, pad=pad, cache=c)
+    tok = torch.tensor([[5], [6], [7], [8]])
+    for _ in range(6):
+        a, b = (tiny(tok, cache=c)[:, -1] for c in caches)
+        assert torch.allclose(a, b, atol=1e-5) and int(caches[1].pos) == caches[1].t
+        tok = a.argmax(-1, keepdim=True)
+
+
 @pytest.mark.slow
 def test_compiled_decode_samples_the_same_tokens(tiny):
     # generate(compile=True): the decode steps through torch.compile'd blocks. Slow (it compiles) and it needs a C++
@@ -180,9 +215,10 @@ def test_compiled_decode_samples_the_same_tokens(tiny):
     for temp in (1.0, 0.0):
         gen = lambda: torch.Generator().manual_seed(5)
         a = S.generate(EndsOften(tiny), prompts(6), G=4, max_new_tokens=32, temperature=temp, generator=gen())
-        b = S.generate(EndsOften(tiny), prompts(6), G=4, max_new_tokens=32, temperature=temp, generator=gen(),
-                       compile=True)
-        assert torch.equal(a.response, b.response)
+        for static in (False, True):
+            b = S.generate(EndsOften(tiny), prompts(6), G=4, max_new_tokens=32, temperature=temp, generator=gen(),
+                           compile=True, static=static)
+            assert torch.equal(a.response, b.response)
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny):
