@@ -149,7 +149,9 @@ def main(argv=None):
     hw = f"{device}, {os.cpu_count()} CPU cores" if device == "cpu" else device
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],
-               "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base},
+               "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base,
+                                **{f"{name}_{part}": sum(rec[f"t_{key}"] for rec in history[name])  # rl_step's own
+                                   for name in names for part, key in (("sampling", "sample"), ("learning", "learn"))}},
                "peak_memory_mb": peak_memory_mb(device),  # torch.cuda.max_memory_allocated on a GPU, else peak RSS
                "results": results, "curves": curves, "command": " ".join([launcher(), "dsrl.py", *sys.argv[1:]])}
     with open(os.path.join(out_dir, "results.json"), "w") as f:

@@ -1,5 +1,7 @@
 """The world, the model and the sampler: behaviour that must hold (issue 2)."""
+import argparse
 import random
+import re
 import string
 import subprocess
 import sys
@@ -206,6 +208,16 @@ def test_static_decode_step_matches_the_growing_cache(tiny):
         a, b = (tiny(tok, cache=c)[:, -1] for c in caches)
         assert torch.allclose(a, b, atol=1e-5) and int(caches[1].pos) == caches[1].t
         tok = a.argmax(-1, keepdim=True)
+
+
+def test_sampler_bench_times_every_sampler_on_the_same_tokens(capsys):
+    from experiments.bench import bench_sampler  # `python sample.py --bench`, in this process on the tiny preset
+    bench_sampler(argparse.Namespace(device="cpu", preset="tiny", rows=[16], new_tokens=6, compile=False, profile=True))
+    out = capsys.readouterr().out
+    for name in ("naive recompute", "kv cache", "static cache"):
+        assert re.search(rf"16 rows  {name} +\d+ tokens/s", out), name
+    assert re.search(r"static cache vs kv cache: [\d.]+x; rows sampled otherwise: 0 of 16", out)
+    assert "rows sampled otherwise than by naive recompute: 0 of 16" in out and "ops' self time" in out
 
 
 @pytest.mark.slow

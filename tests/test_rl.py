@@ -64,6 +64,9 @@ def test_dsrl_cli_tiny_end_to_end(tmp_path):
     assert "| dsrl | test |" in (d / "results.md").read_text()
     assert 100 < res["peak_memory_mb"] < 8000  # the process's peak resident set on CPU: torch alone is ~300 MB
     assert f"peak memory {res['peak_memory_mb']:.0f} MB" in (d / "results.md").read_text()
+    w = res["wall_seconds"]  # the phases: pre-training, RL (rl_step's sampling and learning inside it), the rest
+    assert 0 < w["pretrain_or_load"] < w["total"] and 0 < w["rl"] < w["total"]
+    assert 0 < w["grpo_sampling"] + w["grpo_learning"] + w["dsrl_sampling"] + w["dsrl_learning"] < w["rl"]
 
 
 @pytest.mark.parametrize("args,needle", [
