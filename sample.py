@@ -75,8 +75,9 @@ def sample_token(logits, temperature, top_k, generator, u=None):
     return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
-# On a GPU a decode step of these small models is mostly kernel launches, which one CUDA graph per step removes.
-# PRERL_CUDA_GRAPH=0 in the environment: sample with the growing cache on a GPU too (same tokens, up to rounding).
+# On a GPU a decode step of these small models should be mostly kernel launches (not measured yet: README, Speed),
+# which one CUDA graph per step removes. PRERL_CUDA_GRAPH=0 in the environment: sample with the growing cache on a
+# GPU too (the same tokens, up to float rounding).
 STATIC_ON_CUDA = os.environ.get("PRERL_CUDA_GRAPH", "1") != "0"
 
 

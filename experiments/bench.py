@@ -1,9 +1,10 @@
 """
-The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (growing, static, and through torch.compile) against
-the decode step's FLOP and memory floors, with `--profile` the per-op table. The RL-step benchmark behind `python
-train.py --bench`: where the time of one training step goes (sampling, the log-prob passes, backward and the
-optimizer step), with and without the logging-only log-prob pass, and the peak memory of the process. The
-data-parallel check of the README (one process against torchrun), and a comparison of sampled tokens:
+The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (growing, static, and
+through torch.compile) against the decode step's FLOP and memory floors, with `--profile` the per-op table. The
+RL-step benchmark behind `python train.py --bench`: where the time of one training step goes (sampling, the
+log-prob passes, backward and the optimizer step), with and without the logging-only log-prob pass, and the peak
+memory of the process. The data-parallel check of the README (one process against torchrun), and a comparison of
+sampled tokens:
 
     python -m experiments.bench --processes 2 --preset tiny --init BASE.pt
     python -m experiments.bench --tokens-vs /tmp/before     # same sampled tokens as another checkout?
@@ -250,8 +251,7 @@ def profile_decode(model, prompts, new_tokens, device, top=15):
     what = "kernel time" if key == "self_device_time_total" else "ops' self time"
     print(events.table(sort_by=key, row_limit=top))
     print(f"  {len(prompts)} rows: {wall:.2f} ms per decode step under the profiler (prefill included, spread over "
-          f"{new_tokens} steps); {what} {ops:.2f} ms "
-          f"({100 * ops / wall:.0f}%), the rest {wall - ops:.2f} ms")
+          f"{new_tokens} steps); {what} {ops:.2f} ms ({100 * ops / wall:.0f}%), the rest {wall - ops:.2f} ms")
     return wall, ops
 
 
