@@ -114,12 +114,13 @@ def main(argv=None):
     base_path = args.init or os.path.join(out_dir, "base.pt")
     try:
         base = load_checkpoint(base_path) if os.path.exists(base_path) or args.init else None
+        pre = None  # pre-training's metrics, when this run pre-trains
         if args.init:
             print(f"starting from {base_path}")
         elif args.retrain or base is None or base.get("preset") != preset or not (base.get("done", True) or args.resume):
-            pretrain(preset, out_dir, device, seed=args.seed)
+            pre = pretrain(preset, out_dir, device, seed=args.seed)[1]
         elif not base.get("done", True):
-            pretrain(preset, out_dir, device, seed=args.seed, resume=True)
+            pre = pretrain(preset, out_dir, device, seed=args.seed, resume=True)[1]
         else:
             print(f"reusing {base_path} (--retrain to pre-train again)")
         t_base = time.time()
@@ -147,11 +148,16 @@ def main(argv=None):
                            [(f"pass@{k}", f"pass@{k}", 1) for k in ks] + [(f"{mk}_share", f"{mk} %", 100) for mk in MARKERS]
                            + [("length", "length", 1)], label="model | split")
     hw = f"{device}, {os.cpu_count()} CPU cores" if device == "cpu" else device
+    rows = RL[preset]["batch_prompts"] * RL[preset]["group"]
     summary = {"preset": preset, "device": device, "seed": args.seed, "steps": steps, "warmup_steps": S,
                "warmup_lr": args.warmup_lr or RL[preset]["warmup_lr"], "lr": RL[preset]["lr"],
                "wall_seconds": {"total": wall, "pretrain_or_load": t_base - t_start, "rl": t_rl - t_base,
                                 **{f"{name}_{part}": sum(rec[f"t_{key}"] for rec in history[name])  # rl_step's own
                                    for name in names for part, key in (("sampling", "sample"), ("learning", "learn"))}},
+               # the work behind those seconds: FLOPs ~ 6 x params x tokens trained on, 2 x params x tokens sampled
+               "tokens": {"pretrain": pre and pre["pretrain_tokens"], "rl_rows_per_step": rows,
+                          **{f"{name}_sampled": round(rows * sum(rec["length"] for rec in history[name]))
+                             for name in names}},
                "peak_memory_mb": peak_memory_mb(device),  # torch.cuda.max_memory_allocated on a GPU, else peak RSS
                "results": results, "curves": curves, "command": " ".join([launcher(), "dsrl.py", *sys.argv[1:]])}
     with open(os.path.join(out_dir, "results.json"), "w") as f:

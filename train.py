@@ -95,10 +95,10 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     path = os.path.join(out_dir, "base.pt")
     run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
     del run["micro_batch"]  # the same gradient in any chunk size: a run may resume with another
-    start, minutes, curve = 0, 0.0, []
+    start, minutes, curve, seen = 0, 0.0, [], 0  # seen: the documents' tokens trained on (FLOPs ~ 6 x params x seen)
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
-        start, minutes, curve = ck["step"], ck["minutes"], ck.get("curve", [])
+        start, minutes, curve, seen = ck["step"], ck["minutes"], ck.get("curve", []), ck.get("tokens", 0)
     ddp = data_parallel(model)
     rows = slice(rank * hp["batch_size"] // world, (rank + 1) * hp["batch_size"] // world)  # this rank's share
     tag = TERSE if corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
@@ -112,7 +112,8 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
                 "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
-                "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed, "curve": curve})
+                "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed, "curve": curve,
+                "tokens": seen})
         barrier()
 
     def heldout_eval():
@@ -134,6 +135,7 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
         # token count, times world (DDP averages the ranks' gradients, in the last chunk's backward): the gradient
         # of the whole batch's mean loss
         tokens, x, y, loss = int((y != -1).sum()), x[rows], y[rows], 0.0
+        seen += tokens
         mb = hp["micro_batch"] or len(x)
         for lo in range(0, len(x), mb):
             with ddp.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
@@ -158,7 +160,7 @@ def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_ever
     minutes += (time.time() - t0) / 60
     m, samples = on_rank0(lambda: evaluate(model, make_split("test", eval_problems, tag=tag), n=eval_samples,
                                            seed=seed, progress=progress))
-    m["pretrain_minutes"], m["curve"] = minutes, curve
+    m["pretrain_minutes"], m["pretrain_tokens"], m["curve"] = minutes, seen, curve
     if rank == 0:
         with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
             json.dump(m, f, indent=1)

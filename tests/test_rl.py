@@ -67,6 +67,12 @@ def test_dsrl_cli_tiny_end_to_end(tmp_path):
     w = res["wall_seconds"]  # the phases: pre-training, RL (rl_step's sampling and learning inside it), the rest
     assert 0 < w["pretrain_or_load"] < w["total"] and 0 < w["rl"] < w["total"]
     assert 0 < w["grpo_sampling"] + w["grpo_learning"] + w["dsrl_sampling"] + w["dsrl_learning"] < w["rl"]
+    tok, rl = res["tokens"], M.RL["tiny"]  # and the work behind them
+    assert tok["rl_rows_per_step"] == rl["batch_prompts"] * rl["group"]
+    assert 0 < tok["grpo_sampled"] <= rl["steps"] * tok["rl_rows_per_step"] * rl["max_new_tokens"]
+    pre = M.TRAIN["tiny"]  # every pre-training document has a few tokens at least, and at most block_size
+    assert 4 * pre["pretrain_steps"] * pre["batch_size"] < tok["pretrain"] < (
+        pre["pretrain_steps"] * pre["batch_size"] * M.PRESETS["tiny"].block_size)
 
 
 @pytest.mark.parametrize("args,needle", [
