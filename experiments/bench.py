@@ -67,6 +67,9 @@ def bench_sampler(args):
     print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
           f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s, "
           f"memory copy {gbps:.1f} GB/s")
+    if device.startswith("cuda"):  # the rates training runs at (bf16 autocast), for the README's laptop estimate
+        print(f"  large matmuls (n=4096): fp32 {matmul_gflops(device, n=4096):.0f} GFLOP/s, bf16 "
+              f"{matmul_gflops(device, torch.bfloat16, n=4096):.0f} GFLOP/s")
     for rows in args.rows:
         prompts = [prompt_ids(p) for p in make_split("test", rows)]
         tps, tokens = {}, {}
