@@ -89,17 +89,15 @@ class KVCache:
     `pad` (B,) counts each row's left-pad tokens; `t` is how many positions are filled."""
 
     def __init__(self, cfg, batch, max_len, pad, device, dtype, static=False):
-        hs = cfg.n_embd // cfg.n_head
-        # static=True fixes every shape of a decode step, so that it can be captured once as a CUDA graph
-        # (sample.generate(static=True)): each step reads the whole buffer, its unwritten positions masked, and
-        # writes at `pos`, the position as a tensor. Zeros, since a masked key still enters a matmul (0 * NaN = NaN).
-        # Otherwise empty: a position is written (prefill or decode) before any query reads it.
+        # One tensor per layer, (B, nh, max_len, hs), so that torch.compile writes a step in place (into a slice of
+        # one tensor for all layers it copied the layer's whole cache every step). Empty: a position is written
+        # (prefill or decode) before any query reads it. static=True fixes every shape of a decode step, so that it
+        # can be captured once as a CUDA graph (sample.generate): each step reads the whole buffer, its unwritten
+        # positions masked, and writes at `pos`, the position as a tensor; zeros then, since a masked key still
+        # enters a matmul (0 * NaN = NaN).
         self.static = static
-        alloc = torch.zeros if static else torch.empty
-        # one tensor per layer, (B, nh, max_len, hs): torch.compile then writes a step into it in place, where a
-        # slice of one tensor for all layers made it copy that layer's whole cache every step
-        self.k = [alloc(batch, cfg.n_head, max_len, hs, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [alloc(batch, cfg.n_head, max_len, hs, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        alloc, shape = torch.zeros if static else torch.empty, (batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.k, self.v = ([alloc(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)] for _ in range(2))
         self.pad = pad
         self.t = 0
         self.pos = torch.zeros((), dtype=torch.long, device=device)  # = t, kept only when static

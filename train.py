@@ -289,8 +289,8 @@ def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None
 def rl_step(model, opt, problems, name, hp, gen, ref=None):
     """One online RL step with phase objective `name`: sample G answers per problem from P(y|x), score them,
     loss, backward, clip, optimizer step. A step whose loss or gradient is not finite is not applied.
-    With hp["micro_batch"] rows per chunk (whole groups), log-probs, loss and backward run chunk by chunk
-    (micro_batched_backward): the same gradient, a peak memory that does not grow with the batch.
+    Log-probs, loss and backward run in micro_batched_backward: in one chunk, or with hp["micro_batch"] rows per
+    chunk (whole groups) chunk by chunk, the same gradient with a peak memory that does not grow with the batch.
     Under torchrun `model` is the DDP wrapper: this rank samples its contiguous share of the problems (whole
     groups) with its own generator, and micro_batched_backward divides by the whole batch's counts.
     Returns (this rank's rollout and rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob
@@ -314,15 +314,7 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     t1 = time.perf_counter()
     model.train()
     opt.zero_grad(set_to_none=True)
-    if world > 1 or (hp.get("micro_batch") and hp["micro_batch"] < r.numel()):
-        loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
-    else:
-        with autocast(device):
-            loss, st = objective_loss(name, model, ro, r, G, hp, ref)
-        sync()
-        t2 = time.perf_counter()
-        loss.backward()
-        t_lp, t_bw = t2 - t1, time.perf_counter() - t2
+    loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
     t3 = time.perf_counter()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
@@ -342,10 +334,10 @@ def micro_batched_backward(model, ro, r, name, hp, ref, sync):
     objective keeps), so each chunk's backward takes loss * its own count, and the summed gradient is divided by
     the whole batch's count at the end: the denominator is the batch's, never the chunk's, and the gradient equals
     the one-chunk gradient up to float rounding. Logged statistics are row-weighted means of the chunks' (counts
-    summed). Under torchrun (`model` the DDP wrapper, ro this rank's rows, one chunk unless micro_batch) the same
-    holds across ranks: DDP averages the summed gradients over the ranks (in the last chunk's backward; the others
-    run under no_sync), the counts are summed over ranks, and the gradient is divided by the whole batch's count
-    over world, so it is one process's gradient on the same rows, whatever the number of ranks.
+    summed). Without micro_batch the whole batch is one chunk. Under torchrun (`model` the DDP wrapper, ro this
+    rank's rows) the same holds across ranks: DDP averages the summed gradients over the ranks (in the last chunk's
+    backward; the others run under no_sync), the counts are summed over ranks, and the gradient is divided by the
+    whole batch's count over world, so it is one process's gradient on the same rows, whatever the number of ranks.
     Returns (loss, stats, (seconds in log-prob passes, seconds in backward))."""
     G, N, world = hp["group"], r.numel(), rank_world()[1]
     mb = min(hp.get("micro_batch") or N, N)
