@@ -2,7 +2,7 @@
 Dual Space RL (DSRL, paper section 4): a short NSR-PreRL phase in pre-train space, then GRPO.
 
     python dsrl.py                    # picks cuda > mps > cpu and the matching preset
-    python dsrl.py --preset cpu       # a laptop: about 10 minutes on 2 cores (9.4 measured, README)
+    python dsrl.py --preset cpu       # a laptop: about 12 minutes on 2 cores (12.4 measured, README)
     python dsrl.py --suite paper --preset cpu --seeds 3   # every claim of the paper over 3 seeds (experiments/)
     python dsrl.py --suite mechanisms --preset cpu --seeds 3   # why the toy differs from the paper
 
