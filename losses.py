@@ -206,53 +206,72 @@ def w_reinforce_loss(logp, rewards, mask, lam=0.1, agg="token-mean", norm=None):
     return ppo_clip_loss(logp, logp.detach(), adv, mask, agg=agg, norm=norm)
 
 
-# -----------------------------------------------------------------------------
-# one name per objective: what the training loop calls
+def nsr_prerl_loss(logp_pre, rewards, mask, G, advantage="r-mean", agg="token-mean", norm=None):
+    """NSR-PreRL (paper section 3.3, the phase 1 of DSRL): PreRL on the wrong samples only, pushed down in
+    log P(y). With advantage 'r-mean' a wrong sample of a group that solved a share p_g weighs -p_g."""
+    return prerl_loss(logp_pre, rewards, mask, G, "negative", advantage, agg, norm)
 
-def objective_loss(name, model, ro, r, G, hp, ref=None):
-    """The loss of one phase objective (grpo, prerl, nsr-prerl, psr-prerl, nsr-rl, psr, nsr, w-reinforce) on a
-    rollout `ro` with rewards r (N,), plus the token entropies under P(y|x) and P(y) for the log. hp holds agg,
-    eps_high, kl_coef, lam, prerl_advantage, max_new_tokens and optionally other_space; ref is the KL reference
-    model or None. Only the log-probs the objective needs carry a graph; the other pass is for logging (its
-    entropy) and hp["other_space"] = False skips it. (Not a pure function: it runs the model.)"""
-    pre = name.endswith("prerl")
-    both = hp.get("other_space", True)  # False: skip the pass of the space this objective does not train
-    logp_m = ent_m = logp_c = ent_c = None
-    if pre or both:
+
+def psr_prerl_loss(logp_pre, rewards, mask, G, advantage="r-mean", agg="token-mean", norm=None):
+    """PSR-PreRL (paper section 3.3): PreRL on the right samples only, pulled up in log P(y)."""
+    return prerl_loss(logp_pre, rewards, mask, G, "positive", advantage, agg, norm)
+
+
+# -----------------------------------------------------------------------------
+# the table of objectives: what the training loop and the flag checks read
+
+# name -> (the space it trains, whether it needs G >= 2 samples per prompt, its loss). "pre": log P(y), scored after
+# <|bos|> (pretrain_logprobs); "post": log P(y|x) (conditional_logprobs). Each loss is called as
+# loss(logp, rewards, mask, cfg, ref_logp) with cfg the run's settings (train.RLConfig) and ref_logp the KL
+# reference's log P(y|x) or None. A new objective is one function above and one line here.
+OBJECTIVES = {
+    "grpo": ("post", True, lambda lp, r, m, c, ref: grpo_loss(lp, lp.detach(), r, m, c.group, eps_high=c.eps_high,
+                                                              agg=c.agg, ref_logp=ref, kl_coef=c.kl_coef,
+                                                              norm=c.max_new_tokens)),
+    "prerl": ("pre", True, lambda lp, r, m, c, ref: prerl_loss(lp, r, m, c.group, "all", c.prerl_advantage, c.agg,
+                                                               c.max_new_tokens)),
+    "nsr-prerl": ("pre", True, lambda lp, r, m, c, ref: nsr_prerl_loss(lp, r, m, c.group, c.prerl_advantage, c.agg,
+                                                                       c.max_new_tokens)),
+    "psr-prerl": ("pre", True, lambda lp, r, m, c, ref: psr_prerl_loss(lp, r, m, c.group, c.prerl_advantage, c.agg,
+                                                                       c.max_new_tokens)),
+    "nsr-rl": ("post", True, lambda lp, r, m, c, ref: nsr_rl_loss(lp, r, m, c.group, c.agg, c.max_new_tokens)),
+    "psr": ("post", False, lambda lp, r, m, c, ref: psr_loss(lp, r, m, c.agg, c.max_new_tokens)),
+    "nsr": ("post", False, lambda lp, r, m, c, ref: nsr_loss(lp, r, m, c.agg, c.max_new_tokens)),
+    "w-reinforce": ("post", False, lambda lp, r, m, c, ref: w_reinforce_loss(lp, r, m, c.lam, c.agg, c.max_new_tokens)),
+}
+
+
+def objective_loss(name, model, ro, r, cfg, ref=None, other_space=True):
+    """The loss of objective `name` (a key of OBJECTIVES) on a rollout `ro` with rewards r (N,), plus the token
+    entropies under P(y|x) and P(y) for the log. cfg: the run's settings (train.RLConfig: group, agg, eps_high,
+    kl_coef, lam, prerl_advantage, max_new_tokens, prerl_tokens); ref: the KL reference model or None. Only the
+    log-probs of the space the objective trains carry a graph; the pass of the other space is for logging (its
+    entropy) and other_space=False skips it. (Not a pure function: it runs the model.)"""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}: choose from {', '.join(OBJECTIVES)}")
+    space, _, loss_fn = OBJECTIVES[name]
+    pre = space == "pre"
+    logp_m = ent_m = logp_c = ent_c = ref_logp = None
+    if pre or other_space:
         with torch.set_grad_enabled(pre):
             logp_m, ent_m = by_length(lambda sub: pretrain_logprobs(model, sub.response), ro)
-    if not pre or both:
+    if not pre or other_space:
         with torch.set_grad_enabled(not pre):
             logp_c, ent_c = by_length(lambda sub: conditional_logprobs(model, sub), ro)
-    mask, agg = ro.mask, dict(agg=hp["agg"], norm=hp["max_new_tokens"])  # norm: seq-mean-token-sum-norm's constant
-    if name == "grpo":
-        ref_logp = None
-        if ref is not None:
-            with torch.no_grad():
-                ref_logp = by_length(lambda sub: conditional_logprobs(ref, sub), ro)[0]
-        loss, st = grpo_loss(logp_c, logp_c.detach(), r, mask, G, eps_high=hp["eps_high"], ref_logp=ref_logp,
-                             kl_coef=hp["kl_coef"], **agg)
-    elif pre:
-        select = {"prerl": "all", "nsr-prerl": "negative", "psr-prerl": "positive"}[name]
-        if hp.get("prerl_tokens", "all") == "no-question-operands":  # H1's restricted run (experiments/mechanisms.py)
-            mask = mask & (token_classes(ro) != TOKEN_CLASSES.index("question operand"))
-        loss, st = prerl_loss(logp_m, r, mask, G, select=select, advantage=hp["prerl_advantage"], **agg)
+    if ref is not None and not pre:  # the KL term (only grpo_loss uses it)
+        with torch.no_grad():
+            ref_logp = by_length(lambda sub: conditional_logprobs(ref, sub), ro)[0]
+    mask = ro.mask
+    if pre and cfg.prerl_tokens == "no-question-operands":  # H1's restricted run (experiments/mechanisms.py)
+        mask = mask & (token_classes(ro) != TOKEN_CLASSES.index("question operand"))
+    loss, st = loss_fn(logp_m if pre else logp_c, r, mask, cfg, ref_logp)
+    if pre:
         st["logp_negative"] = float((logp_m.detach() * mask).sum(1)[r == 0].mean()) if (r == 0).any() else 0.0
-    elif name == "nsr-rl":
-        loss, st = nsr_rl_loss(logp_c, r, mask, G, **agg)
-    elif name == "psr":
-        loss, st = psr_loss(logp_c, r, mask, **agg)
-    elif name == "nsr":
-        loss, st = nsr_loss(logp_c, r, mask, **agg)
-    elif name == "w-reinforce":
-        loss, st = w_reinforce_loss(logp_c, r, mask, lam=hp["lam"], **agg)
-    else:
-        raise ValueError(f"unknown phase objective {name!r}")
     m = ro.mask.float()
     for key, ent in (("entropy_cond", ent_c), ("entropy_pre", ent_m)):
         if ent is not None:
             st[key] = float((ent.detach() * m).sum() / m.sum())
-    return loss * hp.get("loss_coef", 1.0), st  # loss_coef: the official warmup's 0.01 (train.RL_DEFAULTS)
+    return loss, st
 
 
 # -----------------------------------------------------------------------------

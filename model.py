@@ -1,5 +1,6 @@
 """
-A small GPT in the style of nanoGPT (Karpathy), with a KV cache for incremental decoding.
+A small GPT in the style of nanoGPT (Karpathy), with a KV cache for incremental decoding; its checkpoints; and the
+model on several processes (torchrun).
 
 Two things differ from nanoGPT, both for RL:
 1) Left padding. Rollouts batch prompts of different lengths, so a row may start with `pad[b]` pad tokens.
@@ -9,7 +10,6 @@ Two things differ from nanoGPT, both for RL:
    instead of re-running the whole sequence (nanoGPT's generate recomputes everything).
 """
 import atexit
-import contextlib
 import math
 import os
 import signal
@@ -35,53 +35,12 @@ class GPTConfig:
     bias: bool = False
 
 
-PRESETS = {  # model sizes; the training settings of each preset follow below (TRAIN, RL)
+PRESETS = {  # model sizes; the training settings of each preset are at the top of train.py
     "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=32),            # tests: seconds
     "lab": GPTConfig(n_layer=2, n_head=2, n_embd=64),             # ~0.14M params, the classroom model (tutorial/)
     "cpu": GPTConfig(n_layer=4, n_head=4, n_embd=128),            # ~0.8M params, a laptop CPU
     "gpu": GPTConfig(n_layer=6, n_head=6, n_embd=384),            # ~10.7M params, nanoGPT's shakespeare-char size
 }
-
-
-# Training settings per preset: `cpu` pre-trains in about 6.5 minutes on 2 cores (measured); `gpu` is sized
-# for about 2 minutes on one modern GPU (not measured yet).
-TRAIN = {
-    "tiny": dict(pretrain_steps=150, batch_size=32, lr=3e-3),
-    # lab: small batches, many steps; pass@1 depends on the seed here (python train.py --preset lab --seed N:
-    # seeds 0 / 1 / 2 give 0.092 / 0.177 / 0.177), so tutorial/lab.pt is seed 1
-    "lab": dict(pretrain_steps=8000, batch_size=16, lr=5e-3),
-    "cpu": dict(pretrain_steps=4000, batch_size=64, lr=2e-3),
-    "gpu": dict(pretrain_steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
-}
-# micro_batch: documents per forward/backward chunk, over the whole batch's token count (the same gradient, a quarter
-# of the activations at a time for the gpu preset; measured in README, Speed)
-
-
-# every objective train.py and dsrl.py accept (losses.objective_loss holds the phase losses; dsrl.py the two-phase ones)
-OBJECTIVES = ("grpo", "prerl", "nsr-prerl", "psr-prerl", "psr", "nsr", "w-reinforce", "nsr-rl-warmup", "dsrl")
-
-RL = {  # RL settings per preset; GRPO and the GRPO phase of DSRL always share all of them
-    "tiny": dict(steps=4, batch_prompts=4, group=4, lr=1e-3, warmup_lr=1e-3, max_new_tokens=48,
-                 eval_every=2, eval_problems=16, eval_samples=4),
-    "lab": dict(steps=30, batch_prompts=64, group=8, lr=3e-4, warmup_lr=1.5e-4, max_new_tokens=96,
-                eval_every=10, eval_problems=200, eval_samples=8),
-    "cpu": dict(steps=80, batch_prompts=32, group=8, lr=1e-4, warmup_lr=5e-5, max_new_tokens=96,
-                eval_every=20, eval_problems=200, eval_samples=8),
-    "gpu": dict(steps=200, batch_prompts=64, group=8, lr=1e-4, warmup_lr=1e-5, max_new_tokens=128,
-                eval_every=25, eval_problems=400, eval_samples=8, micro_batch=128),
-    # gpu micro_batch 128: the worst-case step then fits about 4 GB (arithmetic and measurement: README, Speed)
-}
-
-
-RL_DEFAULTS = dict(eval_split="test", agg="token-mean", eps_high=0.2, kl_coef=0.0, lam=0.1, prerl_advantage="r-mean",
-                   temperature=1.0, micro_batch=None, other_space_every=1, weight_decay=0.0, warmup_coef=1.0,
-                   reset_at_switch=False, prompt_tag="Q", prerl_tokens="all")
-# micro_batch: rows per loss/backward chunk (None: all at once; whole groups). other_space_every: run the log-only
-# log-prob pass of the space the objective does not train every k-th step (1: every step; 0: never).
-# The official code's warmup (experiments/mechanisms.py, H3): warmup_coef multiplies the phase-1 loss (its
-# pretrain_loss_coef 0.01), weight_decay 0.01; reset_at_switch=True clears AdamW's moments at S (a control).
-# prompt_tag: "T" asks in the two-mode corpus's terse mode (H4); prerl_tokens="no-question-operands" leaves
-# the operands copied from the question out of the PreRL loss (H1).
 
 
 class KVCache:
@@ -264,15 +223,6 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
 
-def autocast(device):
-    """The precision of the training forward passes: bf16 autocast on a GPU that has bf16 (matmuls in bf16; weights,
-    gradients and AdamW stay fp32, and the log-probs and losses are taken from fp32 logits); plain fp32 on a CPU,
-    where runs stay bit-reproducible and bf16 matmuls are slower on most chips. Sampling is always fp32."""
-    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # -----------------------------------------------------------------------------
 # checkpoints: written atomically (temp file + rename), read with weights_only=True so that a checkpoint
 # from someone else cannot run code on load.
@@ -314,7 +264,7 @@ def model_from_checkpoint(ckpt, device="cpu"):
 
 
 # -----------------------------------------------------------------------------
-# resuming a run: its random states, and the test hook that kills it
+# a run's checkpoint: what it holds besides the weights (random states), and reading it back to resume
 
 def restore(path, run, model, opt, rng, device):
     """Load an interrupted run's checkpoint into model, optimizer and rng; UserError if its settings differ."""
@@ -328,26 +278,26 @@ def restore(path, run, model, opt, rng, device):
     return ck
 
 
+def rng_state(rng):
+    """Everything random a resumed run needs: our own Python generator and torch's global one."""
+    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
+
+
 def kill_point(step):
     """Test hook: with PRERL_TEST_KILL_AT_STEP=N the process kills itself (kill -9) right after checkpoint N."""
     if os.environ.get("PRERL_TEST_KILL_AT_STEP") == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def rng_state(rng):
-    """Everything random a resumed run needs: our own Python generator and torch's global one."""
-    return {"python": rng.getstate(), "torch": torch.get_rng_state()}
-
-
 # -----------------------------------------------------------------------------
-# data parallel under torchrun: one process per device (rank), gradients averaged by DistributedDataParallel.
-# In a plain `python` run (WORLD_SIZE unset) torch.distributed is never initialised and every helper below is the
-# one-process identity: rank 0 of 1, sums of one, fn() itself.
+# the model on several processes under torchrun: one process per device (rank), gradients averaged by
+# DistributedDataParallel. In a plain `python` run (WORLD_SIZE unset) torch.distributed is never initialised and
+# every helper below is the one-process identity: rank 0 of 1, sums of one, fn() itself. They sit here, below
+# sample.py and train.py, because both the training loops and the command lines of train.py and dsrl.py use them.
 
 def init_distributed(device):
     """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU) and return this process's device,
-    cuda:LOCAL_RANK for `cuda` (one process per GPU); ranks other than 0 print nothing (their stdout goes to
-    /dev/null; errors still reach stderr). Without torchrun: `device`, and nothing else happens."""
+    cuda:LOCAL_RANK for `cuda`; ranks other than 0 print nothing (errors still reach stderr). Else: `device`."""
     if "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return device
     if device == "cuda":
@@ -361,8 +311,7 @@ def init_distributed(device):
     return device
 
 
-def rank_world():
-    """(this process's rank, number of processes); (0, 1) without torchrun."""
+def rank_world():  # (this process's rank, number of processes)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -371,8 +320,7 @@ def is_rank0():
 
 
 def data_parallel(model):
-    """The model wrapped in DistributedDataParallel (backward averages the gradients over ranks) under torchrun;
-    the model itself without. Sampling and evaluation use the bare model (`.module`), never the wrapper."""
+    """The model in DistributedDataParallel under torchrun (sampling and evaluation use the bare model)."""
     if not dist.is_initialized():
         return model
     dev = model.lm_head.weight.device
@@ -380,7 +328,7 @@ def data_parallel(model):
 
 
 def all_reduce_sum(values):
-    """A list of numbers (token counts, loss sums, statistics) summed over ranks; the list itself without torchrun."""
+    """A list of numbers (token counts, loss sums) summed over ranks."""
     if not dist.is_initialized():
         return values
     t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
@@ -389,19 +337,16 @@ def all_reduce_sum(values):
 
 
 def reduce_stats(stats):
-    """Logged statistics of this rank's share of a batch (every rank holds as many rows) -> the whole batch's:
-    counts (ints) summed over ranks, means averaged. Unchanged without torchrun."""
+    """Statistics of this rank's rows (every rank holds as many) -> the whole batch's: ints summed, means averaged."""
     if not dist.is_initialized():
         return stats
     keys = sorted(stats)  # the same order on every rank
     total = dict(zip(keys, all_reduce_sum([float(stats[k]) for k in keys])))
-    world = dist.get_world_size()
-    return {k: int(total[k]) if isinstance(v, int) else total[k] / world for k, v in stats.items()}
+    return {k: int(total[k]) if isinstance(v, int) else total[k] / dist.get_world_size() for k, v in stats.items()}
 
 
 def on_rank0(fn):
-    """fn() run by rank 0 alone and its result sent to every rank (evaluation: the numbers of one process,
-    whatever the number of ranks); fn() without torchrun."""
+    """fn() run by rank 0 alone and its result sent to every rank (evaluation: one process's numbers)."""
     if not dist.is_initialized():
         return fn()
     out = [fn() if dist.get_rank() == 0 else None]
@@ -410,7 +355,7 @@ def on_rank0(fn):
 
 
 def gather(obj):
-    """Every rank's `obj` in rank order (each rank's sampler state, for the checkpoint); [obj] without torchrun."""
+    """Every rank's `obj` in rank order (each rank's sampler state, for the checkpoint)."""
     if not dist.is_initialized():
         return [obj]
     out = [None] * dist.get_world_size()
@@ -419,7 +364,6 @@ def gather(obj):
 
 
 def barrier():
-    """Wait for every rank (after rank 0 wrote a checkpoint, so that none runs ahead of it)."""
     if dist.is_initialized():
         dist.barrier()
 
@@ -427,5 +371,5 @@ def barrier():
 def sampler_seed(seed, rank):
     """The seed of a rank's sampling stream: seed + rank (rank 0's is the one-process stream). Test hook:
     PRERL_TEST_WHOLE_BATCH=1 gives every rank the one-process stream, and rl_step then samples the whole batch on
-    every rank and keeps this rank's rows: the tokens of one process, to compare weights with (tests/test_ddp.py)."""
+    every rank and keeps this rank's rows: one process's tokens, to compare weights with (tests/test_ddp.py)."""
     return seed if os.environ.get("PRERL_TEST_WHOLE_BATCH") == "1" else seed + rank

@@ -3,7 +3,6 @@ Group sampling with a KV cache, pass@k, and evaluation of a checkpoint.
 
     python sample.py --ckpt out/cpu/base.pt                       # held-out split: pass@k, markers, samples
     python sample.py --ckpt out/cpu/base.pt --problems mine.jsonl  # your own questions, {"question": "94+3*2"}
-    python sample.py --bench                                       # naive recompute vs KV cache, tokens/s
 
 How a group is sampled (GRPO needs G answers per prompt):
   1) the B prompts are left-padded into one batch and run through the model once (prefill), filling the cache;
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import OBJECTIVES, PRESETS, RL, init_distributed, load_checkpoint, model_from_checkpoint
+from model import load_checkpoint, model_from_checkpoint
 from reward import (EOS_ID, PAD_ID, BOS_ID, TOKEN_CLASSES, UserError, fail, Problem, char_classes, count_markers,
                     decode, encode, habit_stats, make_split, reflection_stats, score, solve, MARKERS)
 
@@ -75,10 +74,10 @@ def sample_token(logits, temperature, top_k, generator, u=None):
     return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
-# On a GPU a decode step of these small models should be mostly kernel launches (not measured yet: README, Speed),
-# which one CUDA graph per step removes. PRERL_CUDA_GRAPH=0 in the environment: sample with the growing cache on a
-# GPU too (the same tokens, up to float rounding).
-STATIC_ON_CUDA = os.environ.get("PRERL_CUDA_GRAPH", "1") != "0"
+# PRERL_CUDA_GRAPH=1 in the environment: on a GPU, sample with the static cache and replay each decode step as a
+# CUDA graph (generate's static=None). Opt-in until a GPU run has measured it; the default is the growing cache,
+# the path the CPU tests run.
+STATIC_ON_CUDA = os.environ.get("PRERL_CUDA_GRAPH", "0") == "1"
 
 
 @torch.no_grad()
@@ -238,6 +237,18 @@ def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=Non
     return m, samples
 
 
+def final_metrics(model, problems, n=(8, 4), max_new_tokens=96, seed=0, passk=0, tag="Q", progress=False):
+    """Held-out metrics of a finished model: `problems` test and ood problems with n[0] and n[1] samples each,
+    and pass@k up to 64 on `passk` test problems (0: none); tag: the prompts' tag (reward.Problem)."""
+    final = {split: evaluate(model, make_split(split, problems, tag=tag), n=k, max_new_tokens=max_new_tokens,
+                             seed=seed + offset, progress=progress)[0]
+             for split, k, offset in (("test", n[0], 7), ("ood", n[1], 8))}
+    if passk:
+        final["passk"] = evaluate(model, make_split("test", passk, tag=tag), n=64, max_new_tokens=max_new_tokens,
+                                  seed=seed + 11)[0]
+    return final
+
+
 def describe(problem, text, r):
     """minGPT-style sentence about one sample."""
     verdict = "right" if r else f"wrong (answer {problem.answer})"
@@ -284,64 +295,6 @@ def pick_device(name="auto"):
     return "cpu"
 
 
-def check_rl_args(a, preset):
-    """Validate RL flags up front; UserError names the bad value."""
-    hp = RL[preset]
-    G = a.group or hp["group"]
-    steps = a.steps or hp["steps"]
-    if a.objective not in OBJECTIVES:
-        raise UserError(f"unknown objective {a.objective!r}: choose from {', '.join(OBJECTIVES)}")
-    if G < 2 and a.objective not in ("psr", "nsr", "w-reinforce"):
-        raise UserError(f"--group {G}: group-baseline objectives need at least 2 samples per prompt")
-    if G < 1 or (a.batch_prompts is not None and a.batch_prompts < 1):
-        raise UserError(f"--group and --batch-prompts must be positive, got {G} and {a.batch_prompts}")
-    if a.warmup_steps is not None and not 0 <= a.warmup_steps <= steps:
-        raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
-    for name in ("lr", "warmup_lr", "temperature"):
-        v = getattr(a, name, None)
-        if v is not None and not v > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
-    mb = getattr(a, "micro_batch", None)
-    if mb is not None and (mb <= 0 or mb % G):
-        raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")
-    if getattr(a, "other_space_every", 1) < 0:
-        raise UserError(f"--other-space-every must be 0 or more, got {a.other_space_every}")
-
-
-def common_args(doc, steps_help):
-    """The flags train.py and dsrl.py share."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default=None, help="tiny, lab, cpu or gpu (default: gpu on cuda/mps, else cpu)")
-    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    ap.add_argument("--out", default="out", help="output folder; everything goes to OUT/<preset>/")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help=steps_help)
-    ap.add_argument("--warmup-steps", type=int, default=None,
-                    help="S: NSR steps before GRPO for dsrl / nsr-rl-warmup (default 5%% of steps)")
-    ap.add_argument("--warmup-lr", type=float, default=None, help="learning rate of the NSR warmup phase")
-    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    return ap
-
-
-def device_and_preset(args):
-    """Resolve --device and --preset and check the flags train.py and dsrl.py share; UserError names a bad one.
-    Under torchrun this joins the process group and the device is this rank's (model.init_distributed)."""
-    device = init_distributed(pick_device(args.device))
-    preset = args.preset or ("cpu" if device == "cpu" else "gpu")
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
-    if args.steps is not None and args.steps <= 0:
-        raise UserError(f"--steps must be positive, got {args.steps}")
-    return device, preset
-
-
-def peak_memory_mb(device):
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help="checkpoint to evaluate (e.g. out/cpu/base.pt)")
@@ -354,22 +307,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     ap.add_argument("--show", type=int, default=6, help="samples to print")
-    ap.add_argument("--bench", action="store_true", help="benchmark naive vs KV-cached sampling (growing, static)")
-    ap.add_argument("--preset", default="cpu", help="model size for --bench")
-    ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="rows for --bench")
-    ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per row for --bench")
-    ap.add_argument("--profile", action="store_true", help="with --bench: torch.profiler table of the decode step")
-    ap.add_argument("--compile", action="store_true",
-                    help="with --bench: also time the decode step through torch.compile (needs a C++ compiler on CPU)")
     args = ap.parse_args(argv)
     try:
-        if args.bench:
-            if args.preset not in PRESETS:
-                raise UserError(f"unknown preset {args.preset!r}: choose from {sorted(PRESETS)}")
-            from experiments.bench import bench_sampler  # benchmark machinery lives with the experiments
-            return bench_sampler(args)
         if not args.ckpt:
-            raise UserError("--ckpt is required (or --bench)")
+            raise UserError("--ckpt is required")
         if args.n < 1 or args.temperature < 0:
             raise UserError(f"need -n >= 1 and --temperature >= 0, got -n {args.n}, --temperature {args.temperature}")
         problems = read_problems(args.problems) if args.problems else make_split("test", args.num_problems)

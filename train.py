@@ -1,19 +1,17 @@
 """
-Training: pre-training of the base model on the generated corpus, and the online RL loop.
+Training: pre-training of the base model (its settings and `python train.py --preset cpu`: out/cpu/base.pt), the
+online RL loop (its settings and command line: dsrl.py), and the flags train.py and dsrl.py share.
 
-    python train.py --preset cpu                          # pre-train: out/cpu/base.pt
-    python train.py --preset cpu --objective grpo         # RL from out/cpu/base.pt: out/cpu/grpo.pt
-    python train.py --preset cpu --objective dsrl         # NSR-PreRL for --warmup-steps, then GRPO
+Pre-training is plain next-token prediction (nanoGPT) on documents `<|bos|>` + text + `<|eos|>`, one per row,
+right-padded, pad targets ignored; documents are drawn fresh from reward.corpus_document every step (no dataset
+on disk, no epoch).
 
-Pre-training is plain next-token prediction (nanoGPT) on documents `<|bos|>` + text + `<|eos|>`, one document
-per row, right-padded; the pad targets are ignored. Documents are drawn fresh from reward.corpus_document
-every step, so there is no dataset on disk and no epoch. The checkpoint lands in out/<preset>/base.pt.
-
-The RL loop, one step: B fresh training problems -> G samples each from P(y|x) at temperature 1 (the KV-cached
-group sampler) -> verifier rewards -> the loss of the phase's objective (losses.py) -> gradient clipped to
-norm 1 -> one AdamW step (betas 0.9/0.999, no weight decay, constant learning rate, as in the official code).
-Every step is logged to OUT/<preset>/<objective>.jsonl; the held-out split is evaluated every few steps.
+The RL loop, one step: B fresh training problems -> G samples each from P(y|x) (the KV-cached group sampler) ->
+verifier rewards -> the loss of the step's objective (losses.OBJECTIVES) -> gradient clipped to norm 1 -> one
+AdamW step (betas 0.9/0.999, constant learning rate, weight decay 0 unless RLConfig.weight_decay says otherwise).
+The run's schedule (dsrl.py) says which objective and learning rate each step uses.
 """
+import argparse
 import contextlib
 import copy
 import json
@@ -21,20 +19,66 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.nn import functional as F
 
-from losses import objective_loss
-from model import (PRESETS, TRAIN, RL, RL_DEFAULTS, OBJECTIVES, GPT, autocast, sampler_seed, save_checkpoint,
-                   load_checkpoint, model_from_checkpoint, kill_point, restore, rng_state, rank_world, data_parallel,
-                   all_reduce_sum, reduce_stats, on_rank0, gather, barrier)
-from reward import (BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document,
-                    encode, make_problem, make_split, TERSE)
 import sample
-from sample import (check_rl_args, common_args, describe, device_and_preset, evaluate, generate, prompt_ids,
-                    rollout_stats)
+from losses import objective_loss
+from model import (PRESETS, GPT, save_checkpoint, load_checkpoint, model_from_checkpoint, restore, rng_state,
+                   kill_point, init_distributed, rank_world, is_rank0, data_parallel, all_reduce_sum, reduce_stats,
+                   on_rank0, gather, barrier, sampler_seed)
+from reward import BOS_ID, EOS_ID, PAD_ID, SPLITS, UserError, fail, CorpusConfig, corpus_document, encode, \
+    make_problem, make_split, TERSE
+from sample import describe, evaluate, generate, pick_device, prompt_ids, rollout_rows, rollout_stats
+
+# -----------------------------------------------------------------------------
+# pre-training settings per preset (the model sizes are model.PRESETS, the RL settings dsrl.RL)
+
+TRAIN = {  # pre-training; python train.py --preset P prints the minutes it took
+    "tiny": dict(steps=150, batch_size=32, lr=3e-3),
+    # lab: small batches, many steps; pass@1 depends on the seed here (python train.py --preset lab --seed N:
+    # seeds 0 / 1 / 2 give 0.092 / 0.177 / 0.177), so tutorial/lab.pt is seed 1
+    "lab": dict(steps=8000, batch_size=16, lr=5e-3),
+    "cpu": dict(steps=4000, batch_size=64, lr=2e-3),
+    "gpu": dict(steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
+}
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of one pre-training run: TRAIN[preset] and the caller's overrides (pretrain_config)."""
+    preset: str
+    steps: int
+    batch_size: int                 # documents per step
+    lr: float                       # peak of the warmup-cosine schedule (lr_at)
+    micro_batch: int = None         # documents per forward/backward chunk, each over the whole batch's token count
+                                    # (the same gradient; None: the whole batch at once)
+    seed: int = 0
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    eval_every: int = 500           # steps between held-out loss / val pass@1 points of the curve
+    eval_problems: int = 200        # the final test evaluation: problems x samples
+    eval_samples: int = 8
+    ckpt_every: int = 512           # a multiple of the 16-batch document pool, so a resumed run sees the same batches
+
+
+def pretrain_config(preset, **overrides):
+    """PretrainConfig of `preset` with every override that is not None (a flag left at its default)."""
+    return PretrainConfig(preset=preset, **{**TRAIN[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def autocast(device):
+    """The precision of the training forward passes: bf16 autocast on a GPU that has bf16 (matmuls in bf16; weights,
+    gradients and AdamW stay fp32, and the log-probs and losses are taken from fp32 logits); plain fp32 on a CPU,
+    where runs stay bit-reproducible and bf16 matmuls are slower on most chips. Sampling is always fp32."""
+    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# -----------------------------------------------------------------------------
+# pre-training: next-token prediction on fresh corpus documents
 
 def collate(docs, device):
     """Token lists -> x (B, T) inputs and y (B, T) targets, right-padded; pad targets are -1 (ignored)."""
@@ -45,9 +89,8 @@ def collate(docs, device):
 
 
 def corpus_batches(rng, corpus, batch_size, device, pool=16):
-    """Endless batches of fresh documents `<|bos|>` text `<|eos|>`. Documents are drawn `pool` batches at a
-    time and sorted by length, so a batch holds documents of similar length: a cpu-preset step took 0.14 s
-    instead of 0.27 s with random batches (2 cores), because far fewer pad tokens are computed."""
+    """Endless batches of fresh documents `<|bos|>` text `<|eos|>`, drawn `pool` batches at a time and sorted by
+    length, so that a batch holds documents of similar length and few pad tokens are computed."""
     while True:
         docs = [[BOS_ID] + encode(corpus_document(rng, corpus)) + [EOS_ID] for _ in range(batch_size * pool)]
         docs.sort(key=len)
@@ -74,92 +117,89 @@ def lr_at(step, total, lr, warmup=100):
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
-def pretrain(preset, out_dir, device, seed=0, steps=None, corpus=None, eval_every=500, eval_problems=200,
-             eval_samples=8, progress=True, resume=False, ckpt_every=512, micro_batch=None):
-    """Pre-train a GPT of `preset` size; checkpoint to out_dir/base.pt every `ckpt_every` steps (a multiple of
-    the 16-batch document pool, so a resumed run sees exactly the same batches) and at the end. Under torchrun
-    every rank draws the same batch and trains on its share of the rows (see the loop); rank 0 evaluates and writes.
-    Returns (path, held-out metrics, samples)."""
+def pretrain_step(model, opt, x, y, tokens, micro_batch, world):
+    """One optimizer step on this rank's rows x, y (all rows in one process), in chunks of micro_batch rows, each
+    chunk's loss over the whole batch's token count `tokens`, times world (DDP averages the ranks' gradients in the
+    last chunk's backward): the gradient of the whole batch's mean loss. Returns the summed loss (a tensor)."""
+    opt.zero_grad(set_to_none=True)
+    loss, mb = 0.0, micro_batch or len(x)
+    for lo in range(0, len(x), mb):
+        with model.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
+            part = lm_loss(model, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world
+            part.backward()
+        loss = loss + part.detach()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+def heldout_eval(model, heldout, tag, seed):
+    """The pre-training curve's point: held-out loss and val pass@1 (100 problems x 4), both cheap."""
+    model.eval()
+    with torch.no_grad():
+        hl = sum(lm_loss(model, x, y).item() for x, y in heldout) / len(heldout)
+    mv, _ = evaluate(model, make_split("val", 100, tag=tag), n=4, seed=seed, progress=False)
+    model.train()
+    return hl, mv["pass@1"]
+
+
+def pretrain(cfg, out_dir, device, resume=False, progress=True):
+    """Pre-train a GPT of cfg.preset's size (a PretrainConfig); checkpoint to out_dir/base.pt every cfg.ckpt_every
+    steps and at the end. Under torchrun every rank draws the same batch and trains on its share of the rows; rank 0
+    evaluates and writes. Returns (path, held-out metrics, samples)."""
     from tqdm import tqdm
-    hp = dict(TRAIN[preset], micro_batch=micro_batch or TRAIN[preset].get("micro_batch"))
-    steps = steps or hp["pretrain_steps"]
-    corpus = corpus or CorpusConfig()
     rank, world = rank_world()
     progress = progress and rank == 0
-    if hp["batch_size"] % world:
-        raise UserError(f"{preset}: batch of {hp['batch_size']} documents does not split over {world} processes")
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    model = GPT(PRESETS[preset]).to(device)
-    opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
+    if cfg.batch_size % world:
+        raise UserError(f"{cfg.preset}: batch of {cfg.batch_size} documents does not split over {world} processes")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model = GPT(PRESETS[cfg.preset]).to(device)
+    opt = model.configure_optimizers(cfg.lr, device_type=device.split(":")[0])
     path = os.path.join(out_dir, "base.pt")
-    run = {"preset": preset, "steps": steps, "seed": seed, "corpus": asdict(corpus), **hp}
-    del run["micro_batch"]  # the same gradient in any chunk size: a run may resume with another
+    run = {k: v for k, v in asdict(cfg).items() if k != "micro_batch"}  # any chunk size: the same gradient
     start, minutes, curve, seen = 0, 0.0, [], 0  # seen: the documents' tokens trained on (FLOPs ~ 6 x params x seen)
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
         start, minutes, curve, seen = ck["step"], ck["minutes"], ck.get("curve", []), ck.get("tokens", 0)
     ddp = data_parallel(model)
-    rows = slice(rank * hp["batch_size"] // world, (rank + 1) * hp["batch_size"] // world)  # this rank's share
-    tag = TERSE if corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
-    heldout_docs = corpus_batches(random.Random(10_000), corpus, 64, device, pool=4)
+    rows = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)  # this rank's share
+    tag = TERSE if cfg.corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
+    heldout_docs = corpus_batches(random.Random(10_000), cfg.corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
-    batches = corpus_batches(rng, corpus, hp["batch_size"], device)
+    batches = corpus_batches(rng, cfg.corpus, cfg.batch_size, device)
     t0 = time.time()
-
-    def checkpoint(step):
-        if rank == 0:
-            save_checkpoint(path, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
-                "preset": preset, "step": step, "done": step == steps, "phase": "pretrain", "run": run,
-                "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": seed, "curve": curve,
-                "tokens": seen})
-        barrier()
-
-    def heldout_eval():
-        model.eval()
-        with torch.no_grad():
-            hl = sum(lm_loss(model, x, y).item() for x, y in heldout) / len(heldout)
-        # the pre-training curve: held-out loss and val pass@1 (100 problems x 4), both cheap
-        mv, _ = evaluate(model, make_split("val", 100, tag=tag), n=4, seed=seed, progress=False)
-        model.train()
-        return hl, mv["pass@1"]
-
-    bar = tqdm(range(start, steps), desc=f"pretrain {preset}", disable=not progress, initial=start, total=steps)
+    bar = tqdm(range(start, cfg.steps), desc=f"pretrain {cfg.preset}", disable=not progress, initial=start,
+               total=cfg.steps)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, hp["lr"])
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr)
         x, y = next(batches)
-        opt.zero_grad(set_to_none=True)
-        # this rank's rows (all of them in one process), in chunks of micro_batch rows, each over the whole batch's
-        # token count, times world (DDP averages the ranks' gradients, in the last chunk's backward): the gradient
-        # of the whole batch's mean loss
-        tokens, x, y, loss = int((y != -1).sum()), x[rows], y[rows], 0.0
+        tokens = int((y != -1).sum())
         seen += tokens
-        mb = hp["micro_batch"] or len(x)
-        for lo in range(0, len(x), mb):
-            with ddp.no_sync() if world > 1 and lo + mb < len(x) else contextlib.nullcontext():
-                part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world
-                part.backward()
-            loss = loss + part.detach()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
+        loss = pretrain_step(ddp, opt, x[rows], y[rows], tokens, cfg.micro_batch, world)
+        evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
         if step % 20 == 0 or evaluating:
             train_loss = all_reduce_sum([loss.item()])[0] / world  # the whole batch's loss
             bar.set_postfix(loss=f"{train_loss:.3f}")
         if evaluating:
-            hl, pass1 = on_rank0(heldout_eval)
+            hl, pass1 = on_rank0(lambda: heldout_eval(model, heldout, tag, cfg.seed))
             curve.append({"step": step + 1, "heldout_loss": hl, "val_pass@1": pass1})
             if progress:
                 bar.write(f"step {step + 1}: train loss {train_loss:.4f}, held-out loss {hl:.4f}, "
                           f"val pass@1 {pass1:.3f}, {time.time() - t0:.0f}s")
-        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            checkpoint(step + 1)  # the rng now stands at a pool boundary: the next batches are reproducible
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:  # the rng stands at a pool boundary here
+            if rank == 0:
+                save_checkpoint(path, {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
+                    "preset": cfg.preset, "step": step + 1, "done": step + 1 == cfg.steps, "phase": "pretrain",
+                    "run": run, "minutes": minutes + (time.time() - t0) / 60, "rng": rng_state(rng), "seed": cfg.seed,
+                    "curve": curve, "tokens": seen})
+            barrier()
             kill_point(step + 1)
     minutes += (time.time() - t0) / 60
-    m, samples = on_rank0(lambda: evaluate(model, make_split("test", eval_problems, tag=tag), n=eval_samples,
-                                           seed=seed, progress=progress))
+    m, samples = on_rank0(lambda: evaluate(model, make_split("test", cfg.eval_problems, tag=tag),
+                                           n=cfg.eval_samples, seed=cfg.seed, progress=progress))
     m["pretrain_minutes"], m["pretrain_tokens"], m["curve"] = minutes, seen, curve
     if rank == 0:
         with open(os.path.join(out_dir, "base_eval.json"), "w") as f:
@@ -174,129 +214,119 @@ class Diverged(RuntimeError):
     """Several non-finite steps in a row: the run stops with this one-line message."""
 
 
-def rl_train(init, objective, out_path, device, seed=0, preset="cpu", steps=None, warmup_steps=None,
-             progress=True, log_path=None, resume=False, ckpt_every=10, eval_extra=None, **overrides):
-    """Online RL from checkpoint `init` with `objective`; checkpoints to out_path every `ckpt_every` steps and
-    at the end. resume=True continues from out_path if it holds an unfinished run of the same settings (on
-    CPU the result is identical to an uninterrupted run). overrides: any key of RL[preset] or agg / eps_high /
-    kl_coef / lam / prerl_advantage (RL_DEFAULTS). eval_extra(model) -> dict adds its numbers to every
-    held-out evaluation. Under torchrun every rank draws the same problems, then samples its share of them with its
-    own generator (rl_step); rewards and statistics are reduced over ranks, rank 0 evaluates (the others get its
-    numbers) and writes the checkpoint and the log.
-    Returns (model, history: per-step dicts, evals: held-out evaluations)."""
-    from tqdm import tqdm
-    from dsrl import TWO_PHASE, default_warmup, phase  # the schedule (loss and lr per step); dsrl.py imports this file
-    hp = dict(RL_DEFAULTS, **RL[preset])  # a preset may override a default (micro_batch)
-    hp.update({k: v for k, v in overrides.items() if v is not None})
-    steps = steps or hp["steps"]
-    S = warmup_steps if warmup_steps is not None else default_warmup(steps)  # dsrl.py: 5% of the steps
-    G = hp["group"]
-    rank, world = rank_world()
-    progress = progress and rank == 0
-    if hp["batch_prompts"] % world:
-        raise UserError(f"--batch-prompts {hp['batch_prompts']} must be a multiple of the {world} processes")
+def start_rl_run(init, run, cfg, out_path, device, resume):
+    """Policy, optimizer, KL reference (a copy apart from the policy; None when cfg.kl_coef is 0), problem and
+    sampling generators, and the checkpoint of the run being resumed (None if not), loaded into all of them."""
     model = model_from_checkpoint(load_checkpoint(init), device)
-    if asdict(model.config) != asdict(PRESETS[preset]):
+    if asdict(model.config) != asdict(PRESETS[cfg.preset]):
         raise UserError(f"checkpoint {init} is a {model.config.n_layer}x{model.config.n_embd} model, "
-                        f"not the {preset} preset's {PRESETS[preset].n_layer}x{PRESETS[preset].n_embd}")
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    gen = torch.Generator(device=device).manual_seed(sampler_seed(seed, rank))
-    # the same optimizer for both phases (not reset at the switch, as in the official code)
-    opt = model.configure_optimizers(hp["lr"], weight_decay=hp["weight_decay"], betas=(0.9, 0.999),
+                        f"not the {cfg.preset} preset's {PRESETS[cfg.preset].n_layer}x{PRESETS[cfg.preset].n_embd}")
+    rank, world = rank_world()
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(sampler_seed(cfg.seed, rank))
+    # one optimizer for both phases of a two-phase run (not reset at the switch, as in the official code)
+    opt = model.configure_optimizers(cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                                      device_type=device.split(":")[0])
-    ref = copy.deepcopy(model).eval() if hp["kl_coef"] > 0 else None
-    test = make_split(hp["eval_split"], hp["eval_problems"], tag=hp["prompt_tag"])
-    run = {"init": os.path.abspath(init), "objective": objective, "steps": steps, "warmup_steps": S, "hp": hp,
-           "seed": seed, "preset": preset, **({"processes": world} if world > 1 else {})}
-    history, evals, start, bad_in_a_row = [], [], 0, 0
-    if resume and os.path.exists(out_path):
-        ck = restore(out_path, run, model, opt, rng, device)
+    ref = copy.deepcopy(model).eval() if cfg.kl_coef > 0 else None
+    ck = restore(out_path, run, model, opt, rng, device) if resume and os.path.exists(out_path) else None
+    if ck is not None:
         if ref is not None:
             ref.load_state_dict(ck["ref"])
         gen.set_state((ck["rng"]["sampler"][rank] if world > 1 else ck["rng"]["sampler"]).cpu())
-        history, evals, start, bad_in_a_row = ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]
+    return model, opt, ref, rng, gen, ck
+
+
+def rl_train(init, schedule, cfg, out_path, device, resume=False, progress=True, eval_extra=None):
+    """Online RL from checkpoint `init` with `schedule` (dsrl.Schedule: each step's objective and learning rate) and
+    settings `cfg` (dsrl.RLConfig); checkpoints to out_path every cfg.ckpt_every steps and at the end, logs every
+    step to out_path's .jsonl. resume=True continues an unfinished run of the same settings at out_path (on CPU:
+    identical to an uninterrupted run). eval_extra(model) -> dict joins every held-out evaluation. Under torchrun
+    every rank draws the same problems and samples its share (rl_step); rank 0 evaluates and writes.
+    Returns (model, history: per-step dicts, evals: held-out evaluations)."""
+    from tqdm import tqdm
+    rank, world = rank_world()
+    progress = progress and rank == 0
+    if cfg.batch_prompts % world:
+        raise UserError(f"--batch-prompts {cfg.batch_prompts} must be a multiple of the {world} processes")
+    run = {"init": os.path.abspath(init), "schedule": schedule.name, "switch": schedule.switch, "cfg": asdict(cfg),
+           **({"processes": world} if world > 1 else {})}
+    model, opt, ref, rng, gen, ck = start_rl_run(init, run, cfg, out_path, device, resume)
+    history, evals, start, bad_in_a_row = ((ck["history"], ck["evals"], ck["step"], ck["bad_in_a_row"]) if ck
+                                           else ([], [], 0, 0))
     ddp = data_parallel(model)  # the loss and backward go through DDP; sampling and evaluation use `model`
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    log = open(log_path, "w") if log_path and rank == 0 else None
+    log = open(out_path[:-3] + ".jsonl", "w") if rank == 0 else None
     for rec in history if log else ():  # a resumed run rewrites its log up to the checkpoint
         log.write(json.dumps(rec) + "\n")
-    train_cfg = SPLITS["train"][0]
-
-    def run_eval(step):
-        m, _ = on_rank0(lambda: evaluate(model, test, n=hp["eval_samples"], max_new_tokens=hp["max_new_tokens"],
-                                         seed=seed + 1))
-        return {"step": step, **m, **(on_rank0(lambda: eval_extra(model)) if eval_extra else {})}
-
-    def checkpoint(step):
-        sampler = gen.get_state().cpu()
-        sampler = gather(sampler) if world > 1 else sampler  # every rank's sampling stream, in rank order
-        if rank == 0:
-            save_checkpoint(out_path, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(model.config),
-                "preset": preset, "step": step, "done": step == steps, "phase": phase(objective, step - 1, S, 0, 0)[0],
-                "run": run, "history": history, "evals": evals, "bad_in_a_row": bad_in_a_row,
-                "rng": {**rng_state(rng), "sampler": sampler},
-                **({"ref": ref.state_dict()} if ref is not None else {})})
-        barrier()
-
-    if not evals:
-        evals.append(run_eval(0))
-    bar = tqdm(range(start, steps), desc=f"{objective} {preset}", disable=not progress, initial=start, total=steps)
+    test = make_split(cfg.eval_split, cfg.eval_problems, tag=cfg.prompt_tag)
+    run_eval = lambda step: {"step": step, **on_rank0(lambda: evaluate(  # at the rollout temperature
+        model, test, n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        seed=cfg.seed + 1)[0]), **(on_rank0(lambda: eval_extra(model)) if eval_extra else {})}
+    evals = evals or [run_eval(0)]
+    bar = tqdm(range(start, cfg.steps), desc=f"{schedule.name} {cfg.preset}", disable=not progress, initial=start,
+               total=cfg.steps)
     for step in bar:
-        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])
-        if objective in TWO_PHASE and step == S and ref is not None:
-            ref.load_state_dict(model.state_dict())  # policy reincarnation: re-anchor the KL reference
-        if objective in TWO_PHASE and step == S and hp["reset_at_switch"]:
-            opt.state.clear()  # the control of H3: phase 2 starts with fresh AdamW moments
+        phase = schedule.phase(step)
+        if step == schedule.switch and schedule.at_switch is not None:
+            schedule.at_switch(model, opt, ref)
         for g in opt.param_groups:
-            g["lr"] = lr
-        problems = [make_problem(rng, train_cfg) for _ in range(hp["batch_prompts"])]
+            g["lr"] = phase.lr
+        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(cfg.batch_prompts)]
         for p in problems:
-            p.tag = hp["prompt_tag"]
-        every = hp["other_space_every"]
-        step_hp = dict(hp, other_space=bool(every) and step % every == 0,  # the logging-only pass, or not
-                       loss_coef=hp["warmup_coef"] if objective in TWO_PHASE and step < S else 1.0)
-        ro, r, loss, st, gnorm, finite, times = rl_step(ddp, opt, problems, name, step_hp, gen, ref)
+            p.tag = cfg.prompt_tag
+        every = cfg.other_space_every  # the logging-only pass of the other space on this step, or not
+        ro, r, loss, st, gnorm, finite, times = rl_step(ddp, opt, problems, phase, cfg, gen, ref,
+                                                        other_space=bool(every) and step % every == 0)
         bad_in_a_row = 0 if finite else bad_in_a_row + 1
         if bad_in_a_row >= 3:  # a blown-up step (NSR can push log-probs to -inf) is skipped; 3 in a row stop
-            raise Diverged(f"{objective}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
-                           f"(lr {lr}); lower the learning rate")
-        rec = {"step": step + 1, "objective": name, "lr": lr, "loss": loss.item(), "grad_norm": float(gnorm),
-               "skipped": not finite, "skipped_total": sum(h["skipped"] for h in history) + (not finite),
-               **reduce_stats(rollout_stats(ro, r, G)), **st,
+            raise Diverged(f"{schedule.name}: {bad_in_a_row} non-finite steps in a row at step {step + 1} "
+                           f"(lr {phase.lr}); lower the learning rate")
+        rec = {"step": step + 1, "objective": phase.objective, "lr": phase.lr, "loss": loss.item(),
+               "grad_norm": float(gnorm), "skipped": not finite,
+               "skipped_total": sum(h["skipped"] for h in history) + (not finite),
+               **reduce_stats(rollout_stats(ro, r, cfg.group)), **st,
                "t_sample": times[0], "t_learn": times[1] + times[2]}  # measured before any evaluation
-        switch = objective in TWO_PHASE and step + 1 == S  # right after the NSR phase
-        if (step + 1) % hp["eval_every"] == 0 or step + 1 == steps or switch:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or step + 1 == schedule.switch:
             evals.append(run_eval(step + 1))
             rec["eval"] = evals[-1]
             if progress:
-                bar.write(f"step {step + 1} ({name}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
+                bar.write(f"step {step + 1} ({phase.objective}): held-out pass@1 {evals[-1]['pass@1']:.3f}, "
                           f"wait {evals[-1]['wait_share']:.3f}, length {evals[-1]['length']:.1f}")
         history.append(rec)
         if log:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         bar.set_postfix(reward=f"{rec['reward']:.2f}", len=f"{rec['length']:.0f}", gn=f"{rec['grad_norm']:.2f}")
-        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            checkpoint(step + 1)
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            save_rl_checkpoint(out_path, model, opt, ref, rng, gen, dict(
+                run=run, step=step + 1, done=step + 1 == cfg.steps, phase=phase.objective, history=history,
+                evals=evals, bad_in_a_row=bad_in_a_row, preset=cfg.preset))
             kill_point(step + 1)
     if log:
         log.close()
     return model, history, evals
 
 
-def rl_step(model, opt, problems, name, hp, gen, ref=None):
-    """One online RL step with phase objective `name`: sample G answers per problem from P(y|x), score them,
-    loss, backward, clip, optimizer step. A step whose loss or gradient is not finite is not applied.
-    Log-probs, loss and backward run in micro_batched_backward: in one chunk, or with hp["micro_batch"] rows per
-    chunk (whole groups) chunk by chunk, the same gradient with a peak memory that does not grow with the batch.
-    Under torchrun `model` is the DDP wrapper: this rank samples its contiguous share of the problems (whole
-    groups) with its own generator, and micro_batched_backward divides by the whole batch's counts.
-    Returns (this rank's rollout and rewards, loss, stats, grad_norm, finite, seconds for sampling / log-prob
-    passes / backward)."""
+def save_rl_checkpoint(path, model, opt, ref, rng, gen, meta):
+    """Rank 0 writes the checkpoint: weights, optimizer, KL reference, every rank's random states, and `meta`."""
+    sampler = gen.get_state().cpu()
+    sampler = gather(sampler) if rank_world()[1] > 1 else sampler
+    if is_rank0():
+        save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "config": asdict(model.config), **meta, "rng": {**rng_state(rng), "sampler": sampler},
+                               **({"ref": ref.state_dict()} if ref is not None else {})})
+    barrier()
+
+
+def rl_step(model, opt, problems, phase, cfg, gen, ref=None, other_space=True):
+    """One online RL step of `phase` (dsrl.Phase): sample G answers per problem from P(y|x), score them, then loss,
+    backward (micro_batched_backward), clip, optimizer step; a step whose loss or gradient is not finite is not
+    applied. Under torchrun `model` is the DDP wrapper and this rank samples its share of the problems (whole groups).
+    Returns (this rank's rollout and rewards, loss, stats, grad_norm, finite, seconds of sampling / log-prob passes /
+    backward)."""
     net = getattr(model, "module", model)  # the GPT itself: sampling never goes through DDP
-    device, G = net.lm_head.weight.device, hp["group"]
+    device, G = net.lm_head.weight.device, cfg.group
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # honest timings on a GPU
     rank, world = rank_world()
     share = len(problems) // world
@@ -305,22 +335,22 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     t0 = time.perf_counter()
     net.eval()
     ro = generate(net, [prompt_ids(p) for p in (problems if whole else mine)], G=G,
-                  max_new_tokens=hp["max_new_tokens"], temperature=hp["temperature"], generator=gen)
+                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=gen)
     if whole:
-        ro = sample.rollout_rows(ro, slice(rank * share * G, (rank + 1) * share * G))
+        ro = rollout_rows(ro, slice(rank * share * G, (rank + 1) * share * G))
     # sample.rewards is looked up at call time: a replacement (sample.rewards = mine) takes effect
     r = torch.tensor(sample.rewards(ro, [p.answer for p in mine for _ in range(G)]), device=device)
     sync()
     t1 = time.perf_counter()
     model.train()
     opt.zero_grad(set_to_none=True)
-    loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, name, hp, ref, sync)
+    loss, st, (t_lp, t_bw) = micro_batched_backward(model, ro, r, phase, cfg, ref, other_space, sync)
     t3 = time.perf_counter()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
     st["update_norm"] = 0.0  # a skipped step moves nothing
     if finite:
-        before = torch.cat([p.detach().flatten() for p in model.parameters()])  # 0.8M floats on cpu: cheap
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])  # a copy of the weights: cheap here
         opt.step()
         st["update_norm"] = float((torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm())
     opt.zero_grad(set_to_none=True)
@@ -328,27 +358,27 @@ def rl_step(model, opt, problems, name, hp, gen, ref=None):
     return ro, r, loss, st, gnorm, finite, (t1 - t0, t_lp, t_bw + time.perf_counter() - t3)
 
 
-def micro_batched_backward(model, ro, r, name, hp, ref, sync):
-    """Gradient accumulation over chunks of hp["micro_batch"] rows (whole groups, so group advantages are
-    unchanged), as verl's micro-batches. Every loss here is (sum of per-token or per-sequence terms) / (count the
-    objective keeps), so each chunk's backward takes loss * its own count, and the summed gradient is divided by
-    the whole batch's count at the end: the denominator is the batch's, never the chunk's, and the gradient equals
-    the one-chunk gradient up to float rounding. Logged statistics are row-weighted means of the chunks' (counts
-    summed). Without micro_batch the whole batch is one chunk. Under torchrun (`model` the DDP wrapper, ro this
-    rank's rows) the same holds across ranks: DDP averages the summed gradients over the ranks (in the last chunk's
-    backward; the others run under no_sync), the counts are summed over ranks, and the gradient is divided by the
-    whole batch's count over world, so it is one process's gradient on the same rows, whatever the number of ranks.
+def micro_batched_backward(model, ro, r, phase, cfg, ref, other_space, sync):
+    """Gradient accumulation over chunks of cfg.micro_batch rows (whole groups, so group advantages are
+    unchanged), as verl's micro-batches. Every loss is (sum of per-token or per-sequence terms) / (count the
+    objective keeps), so each chunk's backward takes loss * its own count and the summed gradient is divided by the
+    whole batch's count: the one-chunk gradient up to float rounding. Statistics: row-weighted means (counts
+    summed). Under torchrun (`model` the DDP wrapper, ro this rank's rows) DDP averages the summed gradients over
+    the ranks (in the last chunk's backward), the counts are summed over ranks and the gradient divided by the
+    whole count over world: one process's gradient on the same rows, whatever the number of ranks.
     Returns (loss, stats, (seconds in log-prob passes, seconds in backward))."""
-    G, N, world = hp["group"], r.numel(), rank_world()[1]
-    mb = min(hp.get("micro_batch") or N, N)
-    count_key = "tokens" if hp["agg"] == "token-mean" else "samples"  # what each aggregation divides by
+    N, world = r.numel(), rank_world()[1]
+    mb = min(cfg.micro_batch or N, N)
+    count_key = "tokens" if cfg.agg == "token-mean" else "samples"  # what each aggregation divides by
     total, loss_sum, parts, t_lp, t_bw = 0, 0.0, [], 0.0, 0.0
     for lo in range(0, N, mb):
         rows = slice(lo, min(N, lo + mb))
         ta = time.perf_counter()
         with model.no_sync() if world > 1 and rows.stop < N else contextlib.nullcontext():
             with autocast(r.device):
-                loss, st = objective_loss(name, model, sample.rollout_rows(ro, rows), r[rows], G, hp, ref)
+                loss, st = objective_loss(phase.objective, model, rollout_rows(ro, rows), r[rows], cfg, ref,
+                                          other_space)
+                loss = loss * phase.loss_coef  # the official warmup's 0.01 on phase 1 (RLConfig.warmup_coef)
             sync()
             tb = time.perf_counter()
             (loss * st[count_key]).backward()
@@ -368,67 +398,53 @@ def micro_batched_backward(model, ro, r, name, hp, ref, sync):
     return torch.tensor(loss_sum / max(1, total)), reduce_stats(stats), (t_lp, t_bw)
 
 
+# -----------------------------------------------------------------------------
+# the command line: the flags train.py and dsrl.py share, and pre-training's
+
+def common_args(doc, steps_help):
+    """The flags train.py and dsrl.py share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, help="tiny, lab, cpu or gpu (default: gpu on cuda/mps, else cpu)")
+    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    ap.add_argument("--out", default="out", help="output folder; everything goes to OUT/<preset>/")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help=steps_help)
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    return ap
+
+
+def device_and_preset(args):
+    """Resolve --device (under torchrun: this rank's) and --preset and check the shared flags; UserError if bad."""
+    device = init_distributed(pick_device(args.device))
+    preset = args.preset or ("cpu" if device == "cpu" else "gpu")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose from {sorted(PRESETS)}")
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be positive, got {args.steps}")
+    return device, preset
+
+
 def main(argv=None):
-    ap = common_args(__doc__, "pre-training or RL steps (default: the preset's)")
-    rl = ap.add_argument_group("RL (given --objective)")
-    rl.add_argument("--objective", default=None, help=f"one of: {', '.join(OBJECTIVES)}")
-    rl.add_argument("--init", default=None, help="checkpoint to start RL from (default OUT/<preset>/base.pt)")
-    rl.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    rl.add_argument("--batch-prompts", type=int, default=None, help="B: prompts per step")
-    rl.add_argument("--group", type=int, default=None, help="G: samples per prompt")
-    rl.add_argument("--agg", default="token-mean", choices=("token-mean", "seq-mean-token-mean",
-                                                             "seq-mean-token-sum-norm"))
-    rl.add_argument("--eps-high", type=float, default=0.2, help="PPO clip upper epsilon (0.28: clip-higher)")
-    rl.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial model (0: off, the paper)")
-    rl.add_argument("--prerl-advantage", default="r-mean", choices=("r-mean", "+-1"))
-    rl.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (the paper: 1.0)")
-    rl.add_argument("--micro-batch", type=int, default=None,
-                    help="rows per forward/backward chunk (RL: a multiple of --group; pre-training: documents) "
-                         "with the whole batch's denominators (default: the preset's; all rows at once)")
-    rl.add_argument("--other-space-every", type=int, default=1,
-                    help="run the logging-only log-prob pass of the untrained space every k-th step (0: never)")
-    ap.add_argument("--bench", action="store_true",
-                    help="time RL steps of the cpu and gpu presets (--steps of them, default 3) and exit")
-    ap.add_argument("--ckpt-every", type=int, default=None,
-                    help="checkpoint interval in steps (default: 512 for pre-training, 10 for RL)")
+    ap = common_args(__doc__, "pre-training steps (default: the preset's)")
+    ap.add_argument("--micro-batch", type=int, default=None, help="documents per forward/backward chunk (the same "
+                    "gradient; default: the preset's)")
+    ap.add_argument("--ckpt-every", type=int, default=None, help="checkpoint interval, a multiple of 16 (default 512)")
     args = ap.parse_args(argv)
     try:
         device, preset = device_and_preset(args)
-        if args.bench:
-            print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
-            from experiments.bench import bench_rl_step  # benchmark machinery lives with the experiments
-            for p in ([args.preset] if args.preset else ["cpu", "gpu"]):
-                bench_rl_step(p, device, reps=args.steps or 3, out=args.out, micro_batch=args.micro_batch)
-            return
-        if args.ckpt_every is not None and (args.ckpt_every <= 0 or (args.objective is None and args.ckpt_every % 16)):
-            raise UserError(f"--ckpt-every {args.ckpt_every}: must be positive (a multiple of 16 for pre-training)")
-        if args.objective is None:
-            if args.micro_batch is not None and args.micro_batch <= 0:
-                raise UserError(f"--micro-batch {args.micro_batch}: must be a positive number of documents")
-            path, m, samples = pretrain(preset, os.path.join(args.out, preset), device, seed=args.seed,
-                                        steps=args.steps, resume=args.resume, ckpt_every=args.ckpt_every or 512,
-                                        micro_batch=args.micro_batch)
-            print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
-            print(json.dumps({k: round(v, 4) for k, v in m.items() if k != "curve"}, indent=1))
-            for p, text, r in samples[:6]:
-                print(describe(p, text, r))
-            return
-        check_rl_args(args, preset)
-        init = args.init or os.path.join(args.out, preset, "base.pt")
-        load_checkpoint(init)  # fail now, with one line, if it is missing or corrupt
-        out = os.path.join(args.out, preset, f"{args.objective}.pt")
-        _, history, evals = rl_train(
-            init, args.objective, out, device, seed=args.seed, preset=preset, steps=args.steps,
-            warmup_steps=args.warmup_steps, log_path=out[:-3] + ".jsonl", resume=args.resume,
-            ckpt_every=args.ckpt_every or 10, lr=args.lr, warmup_lr=args.warmup_lr, batch_prompts=args.batch_prompts,
-            group=args.group, agg=args.agg, eps_high=args.eps_high, kl_coef=args.kl_coef,
-            prerl_advantage=args.prerl_advantage, temperature=args.temperature, micro_batch=args.micro_batch,
-            other_space_every=args.other_space_every)
+        if args.ckpt_every is not None and (args.ckpt_every <= 0 or args.ckpt_every % 16):
+            raise UserError(f"--ckpt-every {args.ckpt_every}: must be a positive multiple of 16")
+        if args.micro_batch is not None and args.micro_batch <= 0:
+            raise UserError(f"--micro-batch {args.micro_batch}: must be a positive number of documents")
+        cfg = pretrain_config(preset, seed=args.seed, steps=args.steps, ckpt_every=args.ckpt_every,
+                              micro_batch=args.micro_batch)
+        path, m, samples = pretrain(cfg, os.path.join(args.out, preset), device, resume=args.resume)
     except UserError as e:
         fail(e)
-    except Diverged as e:
-        fail(e, code=1)
-    print(f"wrote {out}; held-out pass@1 {evals[0]['pass@1']:.3f} -> {evals[-1]['pass@1']:.3f}")
+    print(f"wrote {path} ({m['pretrain_minutes']:.1f} min)")
+    print(json.dumps({k: round(v, 4) for k, v in m.items() if k != "curve"}, indent=1))
+    for p, text, r in samples[:6]:
+        print(describe(p, text, r))
 
 
 if __name__ == "__main__":

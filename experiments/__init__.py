@@ -1,2 +1,3 @@
-"""Experiment machinery: the paper suite (suite.py), its claim report and figures (claims.py), the tables and
-plots shared with dsrl.py (report.py), and the RL-step benchmark behind train.py --bench (bench.py)."""
+"""Experiment machinery, run as python -m experiments.X: the paper suite (suite.py), its claim report and figures
+(claims.py), the mechanism study (mechanisms.py, reported by why.py), intervals and atomic JSON (report.py), and the
+benchmarks (bench.py)."""

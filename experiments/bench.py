@@ -1,13 +1,15 @@
 """
-The sampler benchmark behind `python sample.py --bench`: naive recompute vs the KV cache (growing, static, and
-through torch.compile) against the decode step's FLOP and memory floors, with `--profile` the per-op table. The
-RL-step benchmark behind `python train.py --bench`: where the time of one training step goes (sampling, the
-log-prob passes, backward and the optimizer step), with and without the logging-only log-prob pass, and the peak
-memory of the process. The data-parallel check of the README (one process against torchrun), and a comparison of
-sampled tokens:
+Benchmarks and checks of the machinery, each a command that prints its numbers:
 
-    python -m experiments.bench --processes 2 --preset tiny --init BASE.pt
-    python -m experiments.bench --tokens-vs /tmp/before     # same sampled tokens as another checkout?
+    python -m experiments.bench --sampler [--rows 256 1024] [--profile] [--compile]   # tokens/s of the sampler
+    python -m experiments.bench --rl-step [--preset cpu] [--steps 3] [--micro-batch N] # where an RL step's time goes
+    python -m experiments.bench --processes 2 --preset tiny --init BASE.pt             # one process vs torchrun
+    python -m experiments.bench --tokens-vs OTHER_CHECKOUT                            # same sampled tokens?
+
+--sampler: naive recompute vs the KV cache (growing, static, and through torch.compile) against the decode step's
+FLOP and memory floors, with --profile the per-op table. --rl-step: one training step split into sampling, the
+log-prob passes and backward with the optimizer step, with and without the logging-only log-prob pass, and the
+peak memory of the process.
 """
 import argparse
 import json
@@ -19,10 +21,11 @@ import time
 
 import torch
 
+from dsrl import Phase, peak_memory_mb, rl_config
 from model import GPT, PRESETS, data_parallel, load_checkpoint, model_from_checkpoint
 from reward import SPLITS, make_problem, make_split
-from sample import generate, peak_memory_mb, pick_device, prompt_ids
-from train import RL, RL_DEFAULTS, rl_step
+from sample import generate, pick_device, prompt_ids
+from train import rl_step
 
 
 def sync(device):
@@ -57,7 +60,7 @@ def copy_gbps(device, mib=256, reps=5):
 
 
 def bench_sampler(args):
-    """`python sample.py --bench`: tokens/s of naive recompute vs the KV-cached sampler (the growing cache, the static
+    """--sampler: tokens/s of naive recompute vs the KV-cached sampler (the growing cache, the static
     one, and with --compile both through torch.compile) on one model, same rows and lengths, against the FLOP and
     memory floors of a decode step on this machine."""
     device = pick_device(args.device)
@@ -121,26 +124,24 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
     optimizer step, with and without the logging-only pass of the other space, and the peak memory. Uses
     OUT/<preset>/base.pt when it exists (realistic response lengths), else random weights (every row runs to
     max_new_tokens: the worst case)."""
-    hp = dict(RL_DEFAULTS, **RL[preset])
-    if micro_batch is not None:
-        hp["micro_batch"] = micro_batch
+    cfg = rl_config(preset, micro_batch=micro_batch)
     path = os.path.join(out, preset, "base.pt")
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(path), device) if os.path.exists(path) else GPT(PRESETS[preset]).to(device)
-    opt = model.configure_optimizers(hp["lr"], device_type=device.split(":")[0])
+    opt = model.configure_optimizers(cfg.lr, device_type=device.split(":")[0])
     ddp = data_parallel(model)  # under torchrun: this rank's share of the batch, as training runs it
     rng, gen = random.Random(0), torch.Generator(device=device).manual_seed(0)
     for other_space in (True, False):
         times = []
         for rep in range(reps + 1):  # the first step warms up
-            problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
-            ro, *_, t = rl_step(ddp, opt, problems, "grpo", dict(hp, other_space=other_space), gen)
+            problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(cfg.batch_prompts)]
+            ro, *_, t = rl_step(ddp, opt, problems, Phase("grpo", cfg.lr), cfg, gen, other_space=other_space)
             if rep:
                 times.append((*t, int(ro.mask.sum()) + ro.prompt.numel(), ro.response.numel()))
         s, lp, bw, tok, gen_tok = (sum(x[i] for x in times) / reps for i in range(5))
         total = s + lp + bw
-        print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {hp['batch_prompts']}x{hp['group']} "
-              f"rows, micro-batch {hp['micro_batch'] or 'all'}, logging pass {'on' if other_space else 'off'}): "
+        print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {cfg.batch_prompts}x{cfg.group} "
+              f"rows, micro-batch {cfg.micro_batch or 'all'}, logging pass {'on' if other_space else 'off'}): "
               f"step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%, {gen_tok / s:.0f} tokens/s) + "
               f"log-prob passes {lp:.2f} s ({100 * lp / total:.0f}%, {tok / lp:.0f} tokens/s) + backward/step "
               f"{bw:.2f} s ({100 * bw / total:.0f}%, {tok / bw:.0f} tokens/s)")
@@ -150,9 +151,9 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
 
 def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out="/tmp/prerl-ddp-check"):
     """The same RL run (`steps` steps of `objective` from `init`, seed 0) in one process and under torchrun in
-    `processes` gloo processes, one thread each (train.py's CLI, so evaluation included). Prints the largest |weight
-    difference| to the one-process run on the same tokens (PRERL_TEST_WHOLE_BATCH=1: every rank samples the whole
-    batch with the one-process stream and keeps its rows, train.sampler_seed) and with each rank's own stream (other
+    `processes` gloo processes, one thread each (dsrl.py's command line, alone, so evaluation included). Prints the
+    largest |weight difference| to the one-process run on the same tokens (PRERL_TEST_WHOLE_BATCH=1: every rank
+    samples the whole batch with the one-process stream and keeps its rows, model.sampler_seed) and with each rank's own stream (other
     samples: how far a real run moves), and the mean step time of each run (sampling + learning, from its log)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
@@ -161,8 +162,8 @@ def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out=
     weights, step_s = {}, {}
     for name, (launch, whole) in runs.items():
         d = os.path.join(out, name.replace(" ", "-").replace(",", ""))
-        cmd = launch + ["train.py", "--preset", preset, "--objective", objective, "--steps", str(steps), "--init",
-                        os.path.abspath(init), "--out", d]
+        cmd = launch + ["dsrl.py", "--preset", preset, "--objective", objective, "--alone", "--steps", str(steps),
+                        "--init", os.path.abspath(init), "--out", d, "--eval-samples", "1"]
         env = dict(os.environ, OMP_NUM_THREADS="1", PRERL_TEST_WHOLE_BATCH=whole)
         p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
         if p.returncode:
@@ -215,22 +216,43 @@ def compare_tokens(other, preset="cpu", rows=(256, 1024), new_tokens=64, out="/t
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--processes", type=int, default=2, help="torchrun processes to compare with one")
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--init", help="base checkpoint of the preset (python train.py --preset P)")
-    ap.add_argument("--tokens-vs", metavar="CHECKOUT", help="instead: compare the sampled tokens with another checkout's")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--objective", default="grpo")
-    ap.add_argument("--out", default="/tmp/prerl-ddp-check")
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--sampler", action="store_true", help="naive vs KV-cached sampling, tokens/s")
+    what.add_argument("--rl-step", action="store_true", help="time RL steps (of --preset, default cpu and gpu)")
+    what.add_argument("--tokens-vs", metavar="CHECKOUT", help="compare the sampled tokens with another checkout's")
+    ap.add_argument("--processes", type=int, default=2, help="torchrun processes to compare with one (with --init)")
+    ap.add_argument("--preset", default=None, help="model size (default: cpu for --sampler, tiny for --processes)")
+    ap.add_argument("--init", help="base checkpoint of the preset, for --processes (python train.py --preset P)")
+    ap.add_argument("--steps", type=int, default=3, help="RL steps (--rl-step, --processes)")
+    ap.add_argument("--objective", default="grpo", help="with --processes")
+    ap.add_argument("--out", default=None, help="--rl-step: uses OUT/<preset>/base.pt when there (default out); "
+                    "--processes: its scratch folder")
+    ap.add_argument("--micro-batch", type=int, default=None, help="--rl-step: rows per loss/backward chunk")
+    ap.add_argument("--rows", type=int, nargs="+", default=[256, 1024], help="--sampler: rows")
+    ap.add_argument("--new-tokens", type=int, default=64, help="--sampler: new tokens per row")
+    ap.add_argument("--profile", action="store_true", help="--sampler: torch.profiler table of the decode step")
+    ap.add_argument("--compile", action="store_true",
+                    help="--sampler: also through torch.compile (needs a C++ compiler on CPU)")
+    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     a = ap.parse_args(argv)
+    if a.preset is not None and a.preset not in PRESETS:
+        ap.error(f"unknown preset {a.preset!r}: choose from {sorted(PRESETS)}")
+    if a.sampler:
+        a.preset = a.preset or "cpu"
+        return bench_sampler(a)
+    if a.rl_step:
+        device = pick_device(a.device)
+        print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
+        for p in ([a.preset] if a.preset else ["cpu", "gpu"]):
+            bench_rl_step(p, device, reps=a.steps, out=a.out or "out", micro_batch=a.micro_batch)
+        return
     if a.tokens_vs:
         if not os.path.isfile(os.path.join(a.tokens_vs, "sample.py")):
             ap.error(f"--tokens-vs {a.tokens_vs}: not a checkout of this project (no sample.py there)")
         return compare_tokens(a.tokens_vs)
     if not a.init:
-        ap.error("--init is required (or --tokens-vs)")
-    compare_processes(a.preset, a.init, a.processes, a.steps, a.objective, a.out)
-
+        ap.error("give --sampler, --rl-step, --tokens-vs or --init (the torchrun comparison)")
+    compare_processes(a.preset or "tiny", a.init, a.processes, a.steps, a.objective, a.out or "/tmp/prerl-ddp-check")
 
 
 def profile_decode(model, prompts, new_tokens, device, top=15):

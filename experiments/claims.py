@@ -6,9 +6,20 @@ vs P(y), C7 pass@k of Zhu et al.'s objectives.
 """
 import statistics
 
-from experiments.report import half_width, markdown_table, mean_ci, plot_curves, plot_markers, plot_passk, pyplot, save
-from experiments.suite import GRID_LRS, MECH_LRS, SWEEP, sweep_name
+from dsrl import half_width, markdown_table, plot_curves, plot_markers, plot_passk, pyplot, save
+from experiments.report import mean_ci
 from reward import MARKERS
+
+# what the suite varies for the claims (experiments/suite.py builds the runs from these)
+SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)
+GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: at which rate does it stay stable?
+MECH_LRS = (1e-5, 3e-5, 1e-4)                # NSR-PreRL phases of 10% of the steps: which errors go first?
+
+
+def sweep_name(share):
+    return f"dsrl-S{100 * share:g}%"
+
+
 
 def suite_figures(out_dir, summary, runs, align):
     """One PNG per claim (C1-C7) plus the NSR-PreRL grid, in out_dir."""

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The gpu preset measured on one GPU, in one prepared run of at most ~9.5 minutes (the device tool allows 10 per
 # command), most important first:
-#   1. the sampler bench at 1,024 rows: naive recompute, the growing KV cache and the static cache (a CUDA graph per
-#      decode step: sample.STATIC_ON_CUDA, the default on a GPU), with the profiler table of the growing cache's
-#      decode step. If it fails, or the CUDA graph samples more than 16 of the 1,024 rows otherwise than the growing
-#      cache, step 2 samples with the growing cache (PRERL_CUDA_GRAPH=0), and env.txt says so;
-#   2. `python dsrl.py` with no flags (the gpu preset on a CUDA machine), timed end to end, with phases and peak memory;
+#   1. the sampler bench at 1,024 rows: naive recompute, the growing KV cache (the default) and the static cache (a
+#      CUDA graph per decode step, opt-in with PRERL_CUDA_GRAPH=1), with the profiler table of the growing cache's
+#      decode step;
+#   2. `python dsrl.py` with no flags (the gpu preset on a CUDA machine, the default sampler), timed end to end,
+#      with phases and peak memory;
 #   3. the RL-step bench (random weights: the worst case); 4. the sampler bench again with both caches through
 #      torch.compile (appended to bench_sample.txt); 5. the tests; each of 3-5 only in the time left.
 # Everything lands in $OUT as at most 8 files (env.txt, bench_sample.txt, dsrl.txt, results.md, results.json,
@@ -25,9 +25,16 @@ start=$(date +%s)
 left() { local s=$(( BUDGET - ($(date +%s) - start) )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
 { nvidia-smi || true; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   nproc; } > "$OUT/env.txt" 2>&1
-timeout 120 python3 sample.py --bench --preset "$BENCH_PRESET" --rows 1024 --profile > "$OUT/bench_sample.txt" 2>&1
+timeout 120 python3 -m experiments.bench --sampler --preset "$BENCH_PRESET" --rows 1024 --profile > "$OUT/bench_sample.txt" 2>&1
 rc=$?
-echo "sample.py --bench exit $rc after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
+echo "experiments.bench --sampler exit $rc after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
+t=$(date +%s)
+left() { local s=$(( BUDGET - ($(date +%s) - start) )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
+{ nvidia-smi || true; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  nproc; } > "$OUT/env.txt" 2>&1
+timeout 120 python3 -m experiments.bench --sampler --preset "$BENCH_PRESET" --rows 1024 --profile > "$OUT/bench_sample.txt" 2>&1
+rc=$?
+echo "experiments.bench --sampler exit $rc after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
 # rows the CUDA-graph sampler drew otherwise than the growing cache: float rounding moves a handful at most
 differ=$(sed -n 's/.*static + CUDA graph vs kv cache: .*rows sampled otherwise: \([0-9]*\) of.*/\1/p' "$OUT/bench_sample.txt")
 if [ $rc -ne 0 ] || [ "${differ:-0}" -gt 16 ]; then
@@ -39,10 +46,10 @@ t=$(date +%s)
 timeout $(( $(left) > 180 ? $(left) - 90 : $(left) )) python3 dsrl.py ${PRESET:+--preset "$PRESET"} --out "$OUT/run" > "$OUT/dsrl.txt" 2>&1
 echo "dsrl.py exit $? after $(( $(date +%s) - t )) s" >> "$OUT/env.txt"
 cp "$OUT"/run/*/results.md "$OUT"/run/*/results.json "$OUT/" 2>> "$OUT/env.txt"
-timeout $(( $(left) / 3 + 1 )) python3 train.py --bench ${PRESET:+--preset "$PRESET"} --out "$OUT/empty" > "$OUT/bench_train.txt" 2>&1
-echo "train.py --bench exit $? at $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
-timeout $(( $(left) / 2 + 1 )) python3 sample.py --bench --preset "$BENCH_PRESET" --rows 1024 --compile >> "$OUT/bench_sample.txt" 2>&1
-echo "sample.py --bench --compile exit $? at $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
+timeout $(( $(left) / 3 + 1 )) python3 -m experiments.bench --rl-step ${PRESET:+--preset "$PRESET"} --out "$OUT/empty" > "$OUT/bench_train.txt" 2>&1
+echo "experiments.bench --rl-step exit $? at $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
+timeout $(( $(left) / 2 + 1 )) python3 -m experiments.bench --sampler --preset "$BENCH_PRESET" --rows 1024 --compile >> "$OUT/bench_sample.txt" 2>&1
+echo "experiments.bench --sampler --compile exit $? at $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
 timeout $(left) python3 -m pytest -q -x > "$OUT/tests.txt" 2>&1
 echo "pytest exit $? (124: out of time); all done after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
 rm -rf "$OUT/run" "$OUT/empty"       # checkpoints and figures stay behind: only 8 files come back

@@ -1,8 +1,8 @@
 """
 Why the toy differs from the paper: four mechanisms, each tested by runs of what already exists.
 
-    python dsrl.py --suite mechanisms --preset cpu --seeds 3    # about 2 hours on 2 CPU cores
-    python dsrl.py --suite mechanisms --preset tiny --seeds 1   # the machinery in a minute (a test)
+    python -m experiments.mechanisms --preset cpu --seeds 3    # about 2 hours on 2 CPU cores
+    python -m experiments.mechanisms --preset tiny --seeds 1   # the machinery in a minute (a test)
 
 Stage 1 pre-trains one base per seed on the faithful corpus (its held-out loss and val pass@1 curve measure how
 far the base moves with the data stream alone) and one per seed on the two-mode corpus (H4). Stage 2, per seed,
@@ -27,12 +27,13 @@ import time
 import torch
 
 from experiments.report import write_json
-from experiments.suite import SUITE_HP, SUITE_STEPS, load_runs, run_job, run_pool
+from experiments.suite import SUITE_HP, SUITE_STEPS, load_runs, run_job, run_pool, suite_args, suite_setup
+from experiments.why import why_figures, why_report
 from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
 from model import load_checkpoint, model_from_checkpoint
 from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, step_is_wrong
 from sample import Rollout, generate, prompt_ids, rewards, token_classes
-from train import RL, RL_DEFAULTS
+from dsrl import RL, rl_config
 
 WARMUP_LR = 3e-5   # the DSRL warmup learning rate the paper suite chose on the val split (RESULTS.md)
 WARMUP_SHARE = 0.1  # the S the paper suite chose (10% of the RL steps)
@@ -110,17 +111,17 @@ def gradient_shares(job, preset, device):
     """On one batch of base rollouts (training problems, the preset's B x G): the norm of the NSR-PreRL and of the
     GRPO gradient carried by each token class (reward.TOKEN_CLASSES). Each class's loss keeps the whole batch's
     token denominator, so the class gradients sum to the full gradient; share = |g_c| / sum over classes."""
-    hp = {**RL_DEFAULTS, **RL[preset], **SUITE_HP[preset]}
+    cfg = rl_config(preset, **SUITE_HP[preset])
     model = model_from_checkpoint(load_checkpoint(job["base"]), device)
-    rng, G = random.Random(job["seed"] + 100), hp["group"]
-    problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(hp["batch_prompts"])]
-    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=hp["max_new_tokens"],
+    rng, G = random.Random(job["seed"] + 100), cfg.group
+    problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(cfg.batch_prompts)]
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=cfg.max_new_tokens,
                   generator=torch.Generator(device=device).manual_seed(job["seed"] + 100))
     r = torch.tensor(rewards(ro, [p.answer for p in problems for _ in range(G)]), device=device)
     cls = token_classes(ro)
     out = {"reward": float(r.mean()), "token_share": {}}
     for name in ("nsr-prerl", "grpo"):
-        full, st = objective_loss(name, model, ro, r, G, dict(hp, other_space=False))
+        full, st = objective_loss(name, model, ro, r, cfg, other_space=False)
         total, norms = st["tokens"], {}
         g_full = flat_grad(model, full).norm()
         for c, cname in enumerate(TOKEN_CLASSES):
@@ -129,7 +130,7 @@ def gradient_shares(job, preset, device):
             if not sub.mask.any():
                 norms[cname] = 0.0
                 continue
-            loss, stc = objective_loss(name, model, sub, r, G, dict(hp, other_space=False))
+            loss, stc = objective_loss(name, model, sub, r, cfg, other_space=False)
             norms[cname] = float(flat_grad(model, loss * stc["tokens"] / max(1, total)).norm()) if stc["tokens"] else 0.0
         denom = sum(norms.values()) or 1.0
         out[name] = {"grad_norm": float(g_full), "norm": norms, "share": {k: v / denom for k, v in norms.items()},
@@ -210,11 +211,10 @@ def mechanisms(args, device, preset):
     run_pool(stage1, preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
     stage2 = stage2_jobs(out_dir, seeds, steps, RL[preset]["lr"])
     run_pool(stage2, preset, device, out_dir, workers, f"mechanisms {preset} stage 2/2", fn=run_mechanism_job)
-    from experiments.why import why_figures, why_report
     runs = load_runs(out_dir, stage1 + stage2)
     meta = {"preset": preset, "device": device, "cpu_cores": os.cpu_count(), "steps": steps, "seeds": args.seeds,
             "S": max(1, round(WARMUP_SHARE * steps)), "warmup_lr": WARMUP_LR, "lr": RL[preset]["lr"],
-            "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60}
+            "command": " ".join(["python -m experiments.mechanisms", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60}
     summary, text = why_report(meta, runs)
     write_json(os.path.join(out_dir, "mechanisms.json"), summary)
     with open(os.path.join(out_dir, "mechanisms.md"), "w") as f:
@@ -222,3 +222,8 @@ def mechanisms(args, device, preset):
     why_figures(out_dir, summary, runs)
     print(f"wrote {out_dir}/mechanisms.json, mechanisms.md and figures: {len(stage1) + len(stage2)} jobs, "
           f"{meta['wall_minutes']:.1f} min")
+
+
+if __name__ == "__main__":
+    a = suite_args(__doc__).parse_args()
+    mechanisms(a, *suite_setup(a))

@@ -1,8 +1,8 @@
 """
 The paper suite: every claim of the paper (C1-C7 in RESULTS.md) over several seeds, with mean and 95% interval.
 
-    python dsrl.py --suite paper --preset cpu --seeds 3      # about 80 minutes on 2 CPU cores
-    python dsrl.py --suite paper --preset tiny --seeds 1 --steps 2   # the machinery in a minute (a test)
+    python -m experiments.suite --preset cpu --seeds 3      # about 80 minutes on 2 CPU cores
+    python -m experiments.suite --preset tiny --seeds 1 --steps 2   # the machinery in a minute (a test)
 
 Two stages, each a pool of independent, resumable jobs (one JSON per run and seed in OUT/<preset>/suite/runs/):
   1) the NSR-PreRL learning-rate grid (val split), the base model's metrics, a no-habits base and a second
@@ -19,13 +19,14 @@ import time
 
 import torch
 
-from experiments.report import final_metrics, mean_ci, write_json
+from experiments.claims import GRID_LRS, MECH_LRS, SWEEP, claims_report, suite_figures, suite_table, sweep_name
+from experiments.report import mean_ci, write_json
 from losses import conditional_logprobs, gradient_alignment, logprob_gap, pretrain_logprobs
-from model import load_checkpoint, model_from_checkpoint
-from reward import CorpusConfig, make_split
-from sample import generate, prompt_ids
-from dsrl import default_warmup
-from train import RL, pretrain, rl_train
+from model import load_checkpoint, model_from_checkpoint, rank_world
+from reward import CorpusConfig, UserError, fail, make_split
+from sample import final_metrics, generate, prompt_ids
+from dsrl import RL, default_warmup, rl_config, schedule
+from train import common_args, device_and_preset, pretrain, pretrain_config, rl_train
 
 SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit about an hour on 2 cores;
     # curves and every choice use the val split, the final numbers the test and ood splits
@@ -37,17 +38,10 @@ SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every ru
 SUITE_STEPS = {"tiny": None, "lab": None, "cpu": 40, "gpu": None}  # RL steps per suite run (None: the preset's).
 # cpu: 16 x 8 rollouts for 80 steps cost the same as 32 x 8 for 40, but GRPO did not learn with the smaller
 # batch (val pass@1 0.29 -> 0.24, seed 0), while 32 x 8 reached 0.37 by step 40 (dsrl.py --preset cpu).
-SWEEP = (0.025, 0.05, 0.10, 0.20)            # DSRL warmup S as a share of the RL steps (S = 0 is GRPO)
-GRID_LRS = (1e-6, 1e-5, 3e-5, 1e-4)          # NSR-PreRL alone: at which rate does it stay stable?
 GRID_SHARE = 0.5                             # grid runs last half the RL steps (cpu: 20), evaluated 10 times
 TOLERANCE = 0.03                             # "did not hurt": val pass@1 at most this far below the base
-MECH_LRS = (1e-5, 3e-5, 1e-4)                # NSR-PreRL phases of 10% of the steps: which errors go first?
 CORE = ("grpo", "psr-prerl", "prerl", "psr", "nsr", "w-reinforce")
 PASSK = ("grpo", "dsrl-S5%", "psr", "nsr", "w-reinforce")  # pass@k up to 64 (claim C7), with the base model
-
-
-def sweep_name(share):
-    return f"dsrl-S{100 * share:g}%"
 
 
 def grid_jobs(steps, seeds, base):
@@ -93,14 +87,15 @@ def suite_jobs(steps, seeds, base, base_nohabits, nsr_lr):
 def suite_final(model, preset, seed, passk, tag="Q"):
     """What the suite reports of a finished model: twice its curve's problems for test and ood; pass@k on as many."""
     n = dict(RL[preset], **SUITE_HP[preset])["eval_problems"]
-    return final_metrics(model, preset, seed, 2 * n, passk=n if passk else 0, tag=tag)
+    return final_metrics(model, 2 * n, max_new_tokens=RL[preset]["max_new_tokens"], seed=seed, passk=n if passk else 0,
+                         tag=tag)
 
 
 def run_job(job, preset, device, out_dir, threads, kinds=None, eval_extra=None):
     """One suite job in its own process; writes runs/<name>-s<seed>.json (skipped if it exists: resumable).
     Kinds: an RL run (trained with resume, then suite_final), the base model's final metrics for one seed,
     a pre-training run, the alignment study, or kinds[kind](job, preset, device) -> dict for another suite's
-    own measurements. job["hp"] overrides RL settings (train.RL_DEFAULTS); eval_extra(job, device) may return
+    own measurements. job["hp"] overrides RL settings (dsrl.RLConfig); eval_extra(job, device) may return
     a function of the model whose numbers join every evaluation of an RL run."""
     torch.set_num_threads(threads)
     path = os.path.join(out_dir, "runs", f"{job['name']}-s{job['seed']}")
@@ -115,8 +110,8 @@ def run_job(job, preset, device, out_dir, threads, kinds=None, eval_extra=None):
     if kinds and kind in kinds:
         record = {**job, **kinds[kind](job, preset, device)}
     elif kind == "pretrain":
-        _, m, _ = pretrain(preset, job["dir"], device, seed=job["seed"], resume=True, progress=False,
-                           corpus=CorpusConfig(**job.get("corpus", {})))
+        cfg = pretrain_config(preset, seed=job["seed"], corpus=CorpusConfig(**job.get("corpus", {})))
+        _, m, _ = pretrain(cfg, job["dir"], device, resume=True, progress=False)
         record = {**job, "base_eval": m}
     elif kind == "alignment":
         record = {**job, **alignment_study(job["base"], preset, device, seed=job["seed"])}
@@ -126,17 +121,18 @@ def run_job(job, preset, device, out_dir, threads, kinds=None, eval_extra=None):
     else:
         over = {**SUITE_HP[preset], **job.get("hp", {}),
                 **{k: job[k] for k in ("lr", "warmup_lr", "eval_every") if k in job}}
-        model, history, evals = rl_train(job["base"], job["objective"], path + ".pt", device, seed=job["seed"],
-                                         preset=preset, steps=job["steps"], warmup_steps=job.get("warmup_steps"),
-                                         progress=False, resume=True,
-                                         eval_extra=eval_extra(job, device) if eval_extra else None, **over)
+        cfg = rl_config(preset, seed=job["seed"], steps=job["steps"], **over)
+        model, history, evals = rl_train(job["base"], schedule(job["objective"], cfg, job.get("warmup_steps")), cfg,
+                                         path + ".pt", device, resume=True, progress=False,
+                                         eval_extra=eval_extra(job, device) if eval_extra else None)
         keep = ("reward", "length", "wait_share", "alternatively_share", "entropy_cond", "entropy_pre", "grad_norm",
                 "logp_negative", "skipped", "t_sample", "t_learn", "lr", "update_norm")
         record = {**job, "evals": evals, "final": suite_final(model, preset, job["seed"], job.get("passk"), tag),
                   "train": [{k: h[k] for k in ("step", "objective", *keep) if k in h} for h in history]}
     write_json(path + ".json", record)
-    if os.path.exists(path + ".pt"):
-        os.remove(path + ".pt")  # the JSON holds what the suite reports; checkpoints of 60 runs would be large
+    for done in (path + ".pt", path + ".jsonl"):  # the JSON holds what the suite reports; 60 checkpoints are large
+        if os.path.exists(done):
+            os.remove(done)
     return path + ".json"
 
 
@@ -254,7 +250,7 @@ def suite(args, device, preset):
     workers = args.workers  # None: worker_devices' default (one per GPU on a machine with several)
     base = os.path.join(args.out, preset, "base.pt")
     if not os.path.exists(base) or not load_checkpoint(base).get("done", True):
-        pretrain(preset, os.path.join(args.out, preset), device, seed=0, resume=True)
+        pretrain(pretrain_config(preset), os.path.join(args.out, preset), device, resume=True)
     nohabits_dir = os.path.join(out_dir, "base-nohabits")
     nohabits = os.path.join(nohabits_dir, "base.pt")
     # a second habits base (pre-training seed 1) measures how much the base moves with the corpus stream alone
@@ -265,7 +261,6 @@ def suite(args, device, preset):
               dict(name="alignment", kind="alignment", seed=0, base=base)]
     stage1 += [dict(name="base", kind="base", seed=s, base=base) for s in seeds]
     stage1 += grid_jobs(steps, seeds, base)
-    from experiments.claims import claims_report, suite_figures, suite_table  # claims.py reads this module's settings
     run_pool(stage1, preset, device, out_dir, workers, f"suite {preset} stage 1/2")
     grid = load_runs(out_dir, [j for j in stage1 if j["name"].startswith("grid")])
     max_phase = max(1, round(max(SWEEP) * steps))
@@ -280,7 +275,7 @@ def suite(args, device, preset):
                "hp": dict(RL[preset], **SUITE_HP[preset]), "nsr_lr": nsr_lr, "nsr_lr_rule":
                f"largest of {GRID_LRS} keeping val pass@1 >= base - {TOLERANCE} up to {max_phase} steps",
                "dsrl_S_share": s_best, "dsrl": sweep_name(s_best),
-               "command": " ".join(["python", "dsrl.py", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60,
+               "command": " ".join(["python -m experiments.suite", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60,
                "pretrain": {"habits, pre-training seed 0 (the base)": base_eval(os.path.dirname(base)),
                             "habits, pre-training seed 1": base_eval(seed1_dir),
                             "no habits, pre-training seed 0": base_eval(nohabits_dir)},
@@ -304,3 +299,30 @@ def suite(args, device, preset):
     suite_figures(out_dir, summary, runs, align)
     print(f"wrote {out_dir}/suite.json and figures: {len(stage1) + len(stage2)} jobs, "
           f"{summary['wall_minutes']:.1f} min; DSRL = {summary['dsrl']} at NSR lr {nsr_lr:g}")
+
+
+def suite_args(doc):
+    """The command line of the suites (this one and experiments/mechanisms.py); finished runs are always reused."""
+    ap = common_args(doc, "RL steps per run (default: the suite's, SUITE_STEPS)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per configuration (at least 3 for the paper)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="parallel processes (default 2 on cpu, 8 on one GPU, one per GPU on several)")
+    return ap
+
+
+def suite_setup(args):
+    """(device, preset) of a suite's command line; exits with one line on a bad flag."""
+    try:
+        device, preset = device_and_preset(args)
+        if args.seeds < 1 or (args.workers is not None and args.workers < 1):
+            raise UserError(f"--seeds and --workers must be positive, got {args.seeds} and {args.workers}")
+        if rank_world()[1] > 1:
+            raise UserError("the suites start their own processes (one per GPU): run them with python, not torchrun")
+    except UserError as e:
+        fail(e)
+    return device, preset
+
+
+if __name__ == "__main__":
+    a = suite_args(__doc__).parse_args()
+    suite(a, *suite_setup(a))

@@ -3,7 +3,8 @@ The report of the mechanism study (experiments/mechanisms.py): the numbers of ea
 verdict by the rule the hypothesis states, and one figure per hypothesis. "± x" is the half-width of the 95%
 t-interval over seeds; a paired difference is taken seed by seed (both runs start from that seed's base).
 """
-from experiments.report import half_width, markdown_table, mean_ci, plot_curves, pyplot, save
+from dsrl import half_width, markdown_table, plot_curves, pyplot, save
+from experiments.report import mean_ci
 from reward import MARKERS, TOKEN_CLASSES
 
 COLLAPSE = 0.5  # a run "collapses" if its final val pass@1 is below half of its step-0 value

@@ -341,9 +341,10 @@ def check_schedule(mod):
     dsrl.dsrl_phase = mod.dsrl_phase
     try:
         with tempfile.TemporaryDirectory() as d:
-            _, hist, _ = T.rl_train(LAB, "dsrl", os.path.join(d, "s.pt"), "cpu",
-                                    preset="lab", steps=3, warmup_steps=2, progress=False, batch_prompts=2, group=4,
-                                    eval_every=100, eval_problems=1, eval_samples=1, lr=3e-4, warmup_lr=1e-5)
+            cfg = dsrl.rl_config("lab", steps=3, batch_prompts=2, group=4, eval_every=100, eval_problems=1,
+                                 eval_samples=1, lr=3e-4, warmup_lr=1e-5)
+            _, hist, _ = T.rl_train(LAB, dsrl.schedule("dsrl", cfg, S=2), cfg, os.path.join(d, "s.pt"), "cpu",
+                                    progress=False)
             opt_lr = [g["lr"] for g in M.load_checkpoint(os.path.join(d, "s.pt"))["optimizer"]["param_groups"]]
     except Mismatch:
         raise
@@ -468,7 +469,7 @@ def run(numbers, mod, out=sys.stdout):
 def make_lab_model():
     """Pre-train the classroom model (lab preset, pre-training seed 1) and keep its weights in tutorial/lab.pt."""
     out = os.path.join("out", "lab-seed1")
-    path, m, _ = T.pretrain("lab", out, "cpu", seed=1, resume=True)
+    path, m, _ = T.pretrain(T.pretrain_config("lab", seed=1), out, "cpu", resume=True)
     ck = M.load_checkpoint(path)
     M.save_checkpoint(LAB, {"model": ck["model"], "config": ck["config"], "preset": "lab", "seed": 1,
                             "pretrain_minutes": m["pretrain_minutes"], "base_eval": m})
