@@ -130,7 +130,8 @@ def ppo_clip_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, d
     Stats count the tokens where a clip is active, as verl and TRL do: clip_ratio/low (A < 0, rho < 1 - eps_low),
     clip_ratio/high (A > 0, rho > 1 + eps_high), clip_ratio (their sum), clip_ratio/dual (A < 0 and the
     dual-clip cap binds); each a share of the kept tokens. A ratio outside the band on the side where the
-    max() already takes the unclipped term is not clipped and not counted."""
+    max() already takes the unclipped term is not clipped and not counted. (Nine arguments: verl's names for the
+    clip's knobs, one each.)"""
     A = advantages[:, None]                                   # (N, 1)
     ratio = torch.exp(logp - old_logp)                        # (N, T)
     pg = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
@@ -154,7 +155,8 @@ def grpo_loss(logp, old_logp, rewards, mask, G, eps_low=0.2, eps_high=0.2, agg="
     """GRPO in post-train space (paper section 3, standard RLVR). logp = log P(y_t|x, y_<t).
     A_i = (r_i - mean_g r) / (std_g r + 1e-6); PPO-clip on the ratio; optional k3 KL to ref_logp.
     eps_high=0.28 is the 'clip-higher' setting of the paper's GRPO baseline script. dual_clip=10 is the official
-    DSRL script's clip_ratio_c (verl's default is 3). norm: the constant of seq-mean-token-sum-norm."""
+    DSRL script's clip_ratio_c (verl's default is 3). norm: the constant of seq-mean-token-sum-norm. (Twelve
+    arguments: one per knob of verl's policy loss, so that a student's PPO epochs or the tutorial can set each.)"""
     adv = group_advantages(rewards, G, normalize_std=True)
     loss, stats = ppo_clip_loss(logp, old_logp, adv, mask, eps_low, eps_high, dual_clip, agg=agg, norm=norm)
     if ref_logp is not None and kl_coef > 0:

@@ -109,7 +109,8 @@ class CausalSelfAttention(nn.Module):
             k, v = ck[:, :, :cache.t + T], cv[:, :, :cache.t + T]                  # (B, nh, t + T, hs)
         drop = self.dropout if self.training else 0.0
         if cache is not None and T == 1:  # a decode step: one query per row. Two plain batched matmuls read the
-            # cache faster here than the fused kernel (README, Speed); the mask is the cache's additive bias
+            # cache faster than the fused kernel (python -m experiments.bench --sampler --profile); the mask is the
+            # cache's additive bias
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1))) + mask  # (B, nh, 1, Tk)
             y = torch.softmax(att, dim=-1) @ v                                       # (B, nh, 1, hs)
         elif mask is None:  # no padding, no cache: the plain causal fast path

@@ -65,7 +65,7 @@ def sample_token(logits, temperature, top_k, generator, u=None):
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits = logits.masked_fill(logits < v[:, [-1]], -float("inf"))
     # Inverse-CDF sampling: one uniform per row instead of torch.multinomial's one exponential per vocabulary
-    # entry (8x faster here). The 1 - 1e-6 keeps u strictly below the total, so a token of probability 0
+    # entry. The 1 - 1e-6 keeps u strictly below the total, so a token of probability 0
     # (masked by top-k) can never be drawn, even when float rounding lands u on the last boundary.
     cdf = torch.softmax(logits, -1).cumsum(-1)                                          # (N, V)
     if u is None:
@@ -93,7 +93,8 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
     and rows leave it); the first call compiles, for tens of seconds. static=True keeps every shape of a decode step
     fixed (a static cache, model.KVCache; no rows leave): on a GPU the step is then captured once as a CUDA graph and
     replayed, one launch per step instead of one per kernel. On a CPU it is slower (it reads the whole cache), so
-    static=None (the default) means STATIC_ON_CUDA on a GPU and False elsewhere."""
+    static=None (the default) means STATIC_ON_CUDA on a GPU and False elsewhere. (Twelve arguments: the sampling
+    knobs, then one switch per sampler path, so that tests and the benchmark compare the paths on the same rows.)"""
     device = model.lm_head.weight.device
     static = use_cache and (STATIC_ON_CUDA and device.type == "cuda" if static is None else static)
     B, Tp = len(prompts), max(len(p) for p in prompts)
@@ -202,7 +203,8 @@ def evaluate(model, problems, n=8, max_new_tokens=96, temperature=1.0, top_k=Non
     """Sample n responses per problem and measure: pass@k for k in ks (default 1, 2, 4, ... up to n), the
     share of responses containing each marker and its count per response, mean length in tokens, the
     truncation share, whether reflection works (reflection_stats) and how often the prompt-independent bad
-    habits show (habit_stats). Returns (metrics, samples)."""
+    habits show (habit_stats). Returns (metrics, samples). (Ten arguments: the sampling knobs of generate and the
+    evaluation's own; each caller sets a different few.)"""
     ks = ks or [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n]
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     was_training = model.training

@@ -63,8 +63,7 @@ class PretrainConfig:
     ckpt_every: int = 512           # a multiple of the 16-batch document pool, so a resumed run sees the same batches
 
 
-def pretrain_config(preset, **overrides):
-    """PretrainConfig of `preset` with every override that is not None (a flag left at its default)."""
+def pretrain_config(preset, **overrides):  # an override of None: a flag left at its default
     return PretrainConfig(preset=preset, **{**TRAIN[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -242,8 +241,8 @@ def rl_train(init, schedule, cfg, out_path, device, resume=False, progress=True,
     settings `cfg` (dsrl.RLConfig); checkpoints to out_path every cfg.ckpt_every steps and at the end, logs every
     step to out_path's .jsonl. resume=True continues an unfinished run of the same settings at out_path (on CPU:
     identical to an uninterrupted run). eval_extra(model) -> dict joins every held-out evaluation. Under torchrun
-    every rank draws the same problems and samples its share (rl_step); rank 0 evaluates and writes.
-    Returns (model, history: per-step dicts, evals: held-out evaluations)."""
+    every rank draws the same problems and samples its share (rl_step); rank 0 evaluates and writes. Returns (model,
+    history, evals). One loop, read top to bottom; its parts: start_rl_run, rl_step, save_rl_checkpoint."""
     from tqdm import tqdm
     rank, world = rank_world()
     progress = progress and rank == 0
@@ -308,8 +307,7 @@ def rl_train(init, schedule, cfg, out_path, device, resume=False, progress=True,
     return model, history, evals
 
 
-def save_rl_checkpoint(path, model, opt, ref, rng, gen, meta):
-    """Rank 0 writes the checkpoint: weights, optimizer, KL reference, every rank's random states, and `meta`."""
+def save_rl_checkpoint(path, model, opt, ref, rng, gen, meta):  # rank 0 writes; every rank's sampling stream
     sampler = gen.get_state().cpu()
     sampler = gather(sampler) if rank_world()[1] > 1 else sampler
     if is_rank0():
