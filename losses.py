@@ -224,7 +224,7 @@ def psr_prerl_loss(logp_pre, rewards, mask, G, advantage="r-mean", agg="token-me
 
 # name -> (the space it trains, whether it needs G >= 2 samples per prompt, its loss). "pre": log P(y), scored after
 # <|bos|> (pretrain_logprobs); "post": log P(y|x) (conditional_logprobs). Each loss is called as
-# loss(logp, rewards, mask, cfg, ref_logp) with cfg the run's settings (train.RLConfig) and ref_logp the KL
+# loss(logp, rewards, mask, cfg, ref_logp) with cfg the run's settings (dsrl.RLConfig) and ref_logp the KL
 # reference's log P(y|x) or None. A new objective is one function above and one line here.
 OBJECTIVES = {
     "grpo": ("post", True, lambda lp, r, m, c, ref: grpo_loss(lp, lp.detach(), r, m, c.group, eps_high=c.eps_high,
@@ -245,7 +245,7 @@ OBJECTIVES = {
 
 def objective_loss(name, model, ro, r, cfg, ref=None, other_space=True):
     """The loss of objective `name` (a key of OBJECTIVES) on a rollout `ro` with rewards r (N,), plus the token
-    entropies under P(y|x) and P(y) for the log. cfg: the run's settings (train.RLConfig: group, agg, eps_high,
+    entropies under P(y|x) and P(y) for the log. cfg: the run's settings (dsrl.RLConfig: group, agg, eps_high,
     kl_coef, lam, prerl_advantage, max_new_tokens, prerl_tokens); ref: the KL reference model or None. Only the
     log-probs of the space the objective trains carry a graph; the pass of the other space is for logging (its
     entropy) and other_space=False skips it. (Not a pure function: it runs the model.)"""

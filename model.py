@@ -35,7 +35,7 @@ class GPTConfig:
     bias: bool = False
 
 
-PRESETS = {  # model sizes; the training settings of each preset are at the top of train.py
+PRESETS = {  # model sizes; the settings of each preset: pre-training at the top of train.py, RL of dsrl.py
     "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=32),            # tests: seconds
     "lab": GPTConfig(n_layer=2, n_head=2, n_embd=64),             # ~0.14M params, the classroom model (tutorial/)
     "cpu": GPTConfig(n_layer=4, n_head=4, n_embd=128),            # ~0.8M params, a laptop CPU

@@ -1,10 +1,10 @@
-"""Data parallel under torchrun: 2 gloo processes against 1 on the tiny preset, on CPU (issue: more than one GPU).
+"""Data parallel under torchrun: 2 gloo processes against 1 on the tiny preset, on CPU.
 
 What must hold: the step of 2 ranks is the step of one process on the same global batch. Each rank samples with
 its own generator, so the 2-rank run's tokens differ from the 1-process run's; the tests therefore compare
 (1) the gradient on one fixed rollout split between the ranks (every objective family, every aggregation,
 micro-batches), (2) whole runs with the test hook PRERL_TEST_WHOLE_BATCH=1, under which every rank samples the
-whole batch with the one-process stream and keeps its rows (train.sampler_seed), (3) the prompts each rank
+whole batch with the one-process stream and keeps its rows (model.sampler_seed), (3) the prompts each rank
 samples in a normal run, and (4) kill -9 under torchrun, then --resume.
 """
 import copy
@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import dsrl as D
 import losses as L
 import model as M
 import reward as R
@@ -70,8 +71,8 @@ CASES = [  # (objective, aggregation, micro-batch rows per rank, kl_coef)
 ]
 
 
-def hp_of(agg, micro_batch, kl_coef):
-    return dict(T.RL_DEFAULTS, **T.RL["tiny"]) | dict(agg=agg, micro_batch=micro_batch, kl_coef=kl_coef)
+def cfg_of(agg, micro_batch, kl_coef):
+    return D.rl_config("tiny", agg=agg, micro_batch=micro_batch, kl_coef=kl_coef)
 
 
 def fixed_rollout():
@@ -98,8 +99,9 @@ def rank_gradients(rank, m, ro, r, ref):
     results = []
     for name, agg, mb, kl in CASES:
         net = copy.deepcopy(m)
-        loss, st, _ = T.micro_batched_backward(M.data_parallel(net), S.rollout_rows(ro, rows), r[rows], name,
-                                               hp_of(agg, mb, kl), ref if kl else None, lambda: None)
+        loss, st, _ = T.micro_batched_backward(M.data_parallel(net), S.rollout_rows(ro, rows), r[rows],
+                                               D.Phase(name, 1e-3), cfg_of(agg, mb, kl), ref if kl else None, True,
+                                               lambda: None)
         results.append((float(loss), st, [p.grad.clone() for p in net.parameters()]))
     return results
 
@@ -110,7 +112,7 @@ def test_two_ranks_give_the_one_process_gradient(runs):
     ranks = [torch.load(two / f"grads-{k}.pt", weights_only=False) for k in range(WORLD)]
     for i, (name, agg, mb, kl) in enumerate(CASES):
         net = copy.deepcopy(m)
-        loss, st = L.objective_loss(name, net, ro, r, 4, hp_of(agg, mb, kl), ref if kl else None)
+        loss, st = L.objective_loss(name, net, ro, r, cfg_of(agg, mb, kl), ref if kl else None)
         loss.backward()
         want = [p.grad for p in net.parameters()]
         scale = max(float(g.abs().max()) for g in want)
@@ -125,8 +127,19 @@ def test_two_ranks_give_the_one_process_gradient(runs):
 
 # --- 2) whole runs: pre-training and RL, 2 ranks against 1 (one spawn for every test, to keep the file fast) ------
 
-RL_KW = dict(preset="tiny", progress=False, eval_every=100, eval_problems=2, eval_samples=2)
-PRE_KW = dict(steps=3, progress=False, eval_every=1000, eval_problems=2, eval_samples=1)
+RL_KW = dict(eval_every=100, eval_problems=2, eval_samples=2)
+PRE_KW = dict(steps=3, eval_every=1000, eval_problems=2, eval_samples=1)
+
+
+def rl(base, objective, path, resume=False, **kw):
+    """rl_train of `objective` from `base` on the tiny preset with cheap evaluations; RL_KW and kw set the rest."""
+    cfg = D.rl_config("tiny", **RL_KW, **kw)
+    return T.rl_train(base, D.schedule(objective, cfg), cfg, path, "cpu", resume=resume, progress=False)
+
+
+def pretrain(out_dir, **kw):
+    """3 pre-training steps of the tiny preset into out_dir, cheap evaluations."""
+    return T.pretrain(T.pretrain_config("tiny", **PRE_KW, **kw), out_dir, "cpu", progress=False)
 
 
 def recording_generate(seen):
@@ -140,13 +153,13 @@ def runs_worker(rank, base, out, rollout):
     seen = []
     T.generate = recording_generate(seen)
     os.environ["PRERL_TEST_WHOLE_BATCH"] = "1"  # the one-process tokens on both ranks
-    T.rl_train(base, "w-reinforce", f"{out}/whole.pt", "cpu", steps=3, log_path=f"{out}/whole.jsonl", **RL_KW)
-    T.pretrain("tiny", f"{out}/pre", "cpu", **PRE_KW)
+    rl(base, "w-reinforce", f"{out}/whole.pt", steps=3)  # its log: whole.jsonl beside it
+    pretrain(f"{out}/pre")
     os.environ["PRERL_TEST_WHOLE_BATCH"] = "0"  # a normal run: each rank samples its share with its own stream
     del seen[:]
-    T.rl_train(base, "w-reinforce", f"{out}/own.pt", "cpu", steps=4, ckpt_every=2, **RL_KW)
+    rl(base, "w-reinforce", f"{out}/own.pt", steps=4, ckpt_every=2)
     try:
-        T.rl_train(base, "grpo", f"{out}/odd.pt", "cpu", steps=1, batch_prompts=3, **RL_KW)
+        rl(base, "grpo", f"{out}/odd.pt", steps=1, batch_prompts=3)
         error = ""
     except R.UserError as e:
         error = str(e)
@@ -164,18 +177,13 @@ def runs(tiny_base, tmp_path_factory):
     T.generate = recording_generate(seen)
     torch.set_num_threads(1)  # as each rank (join): the same float reductions, so "bit for bit" below can hold
     try:
-        T.rl_train(str(tiny_base), "w-reinforce", str(one / "whole.pt"), "cpu", steps=3,
-                   log_path=str(one / "whole.jsonl"), **RL_KW)
-        T.pretrain("tiny", str(one / "pre"), "cpu", **PRE_KW)
-        T.TRAIN["tiny"]["micro_batch"] = 16  # pre-training with the two ranks' rows as two chunks of one process
-        try:
-            T.pretrain("tiny", str(one / "pre-chunks"), "cpu", **PRE_KW)
-        finally:
-            del T.TRAIN["tiny"]["micro_batch"]
+        rl(str(tiny_base), "w-reinforce", str(one / "whole.pt"), steps=3)
+        pretrain(str(one / "pre"))
+        pretrain(str(one / "pre-chunks"), micro_batch=16)  # the two ranks' rows as two chunks of one process
         # the same rows in the same two chunks as the two ranks (micro-batches of 2 prompts x 4 samples)
-        T.rl_train(str(tiny_base), "w-reinforce", str(one / "chunks.pt"), "cpu", steps=3, micro_batch=8, **RL_KW)
+        rl(str(tiny_base), "w-reinforce", str(one / "chunks.pt"), steps=3, micro_batch=8)
         del seen[:]
-        T.rl_train(str(tiny_base), "w-reinforce", str(one / "own.pt"), "cpu", steps=4, ckpt_every=2, **RL_KW)
+        rl(str(tiny_base), "w-reinforce", str(one / "own.pt"), steps=4, ckpt_every=2)
     finally:
         T.generate = T_generate
         torch.set_num_threads(threads)
@@ -210,7 +218,7 @@ def test_weights_after_3_rl_steps_and_pretraining_match_one_process(runs):
 
 def test_each_rank_samples_its_share_of_the_same_prompts(runs):
     two, one, seen, ranks = runs
-    assert len(seen) == 4 and all(len(step) == T.RL["tiny"]["batch_prompts"] for step in seen)
+    assert len(seen) == 4 and all(len(step) == D.RL["tiny"]["batch_prompts"] for step in seen)
     for step, prompts in enumerate(seen):
         assert ranks[0]["prompts"][step] + ranks[1]["prompts"][step] == prompts, f"step {step + 1}"
     ck = M.load_checkpoint(str(two / "own.pt"))
@@ -222,27 +230,27 @@ def test_each_rank_samples_its_share_of_the_same_prompts(runs):
 def test_a_two_process_run_does_not_resume_in_one_process(runs, tiny_base):
     two, _, _, _ = runs
     with pytest.raises(R.UserError, match="cannot resume"):
-        T.rl_train(str(tiny_base), "w-reinforce", str(two / "own.pt"), "cpu", steps=4, ckpt_every=2, resume=True,
-                   **RL_KW)
+        rl(str(tiny_base), "w-reinforce", str(two / "own.pt"), resume=True, steps=4, ckpt_every=2)
 
 
 # --- 3) kill -9 under torchrun, then --resume -----------------------------------------------------------------
 
 def torchrun(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "train.py"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "dsrl.py"]
     return subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True, timeout=300, env=e)
 
 
 def test_torchrun_kill_9_then_resume_continues_the_run(runs, tiny_base, tmp_path):
     two, _, _, _ = runs
-    args = ["--preset", "tiny", "--objective", "w-reinforce", "--steps", "4", "--ckpt-every", "2",
-            "--init", str(tiny_base), "--out", str(tmp_path)]
+    args = ["--preset", "tiny", "--objective", "w-reinforce", "--alone", "--steps", "4", "--ckpt-every", "2",
+            "--eval-samples", "1", "--init", str(tiny_base), "--out", str(tmp_path)]
     p = torchrun(*args, env={"PRERL_TEST_KILL_AT_STEP": "2"})
     assert p.returncode != 0 and M.load_checkpoint(str(tmp_path / "tiny/w-reinforce.pt"))["step"] == 2, p.stderr[-2000:]
     p = torchrun(*args, "--resume")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count("wrote ") == 1, p.stdout  # rank 0 alone prints
+    assert p.stdout.count("wrote ") == 1, p.stdout  # rank 0 alone evaluates and writes the results
+    assert (tmp_path / "tiny/results.json").exists()
     # the resumed run ends where the uninterrupted 2-rank run of the same settings ended (runs_worker), bit for bit
     assert max_diff(weights(tmp_path / "tiny/w-reinforce.pt"), weights(two / "own.pt")) == 0
     log = [json.loads(line) for line in open(tmp_path / "tiny/w-reinforce.jsonl")]

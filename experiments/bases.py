@@ -1,0 +1,132 @@
+"""
+Base models that hold still: one pre-training recipe (train.TRAIN), several seeds and thread counts, and whether
+each run ends on a plateau.
+
+    python -m experiments.bases --preset cpu --seeds 3                 # seeds 0, 1, 2 with this machine's threads
+    python -m experiments.bases --preset cpu --seeds 1 --threads 1 2 4 # one seed, three thread counts
+    python -m experiments.bases --preset cpu --seeds 3 --export results/cpu/bases   # + weights-only sN.pt
+
+Each run is train.pretrain in its own process (torch.set_num_threads), resumable: a finished run is reused, an
+interrupted one resumes from its checkpoint. Runs land in OUT/<preset>/bases/s<seed>-t<threads>/. The report
+(bases.md, bases.json, bases.png beside them) gives each run's test pass@1 (train.pretrain's final evaluation:
+TRAIN's eval_problems x eval_samples, seed 0 of the sampler) and its plateau: the spread (max - min) of val pass@1
+and of the held-out loss over the last 20% of the curve's points. The rule, fixed before the runs: a run is on a
+plateau when its last-20% val pass@1 spread is at most 0.05 and its held-out loss spread at most 0.02 nats.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from dsrl import pyplot, save
+from experiments.report import mean_ci, write_json
+from model import load_checkpoint, save_checkpoint
+from train import TRAIN
+
+PLATEAU_PASS, PLATEAU_LOSS = 0.05, 0.02  # the plateau rule (module docstring)
+
+RUN_ONE = """
+import json, sys, torch
+import train as T
+preset, seed, threads, out, recipe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+torch.set_num_threads(threads)
+cfg = T.pretrain_config(preset, seed=seed, eval_every=max(1, recipe["steps"] // 20), **recipe)
+T.pretrain(cfg, out, "cpu", resume=True)
+"""
+
+
+def run_dir(out, preset, recipe, seed, threads):
+    name = "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()) if v != TRAIN[preset].get(k)) or "recipe"
+    return os.path.join(out, preset, "bases", name, f"s{seed}-t{threads}")
+
+
+def pretrain_run(preset, recipe, seed, threads, d):
+    """One pre-training in a subprocess with `threads` torch threads (skipped when d/base_eval.json is there)."""
+    if os.path.exists(os.path.join(d, "base_eval.json")) and load_checkpoint(os.path.join(d, "base.pt")).get("done"):
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    subprocess.run([sys.executable, "-c", RUN_ONE, preset, str(seed), str(threads), d, json.dumps(recipe)], cwd=root,
+                   env=env, check=True)
+
+
+def plateau(curve):
+    """(val pass@1 spread, held-out loss spread) over the last 20% of the curve's points (at least 2)."""
+    tail = curve[-max(2, round(0.2 * len(curve))):]
+    p, l = [c["val_pass@1"] for c in tail], [c["heldout_loss"] for c in tail]
+    return max(p) - min(p), max(l) - min(l)
+
+
+def report(runs, preset, recipe, out_dir):
+    """bases.json / bases.md / bases.png of finished runs {label: base_eval dict}."""
+    rows, lines = {}, [f"# base models ({preset} preset, recipe {recipe})", "",
+                       "| run | test pass@1 | pass@8 | wait % | last-20% val pass@1 spread | held-out loss spread | "
+                       "plateau | minutes |", "|---|---|---|---|---|---|---|---|"]
+    for label, m in runs.items():
+        dp, dl = plateau(m["curve"])
+        flat = dp <= PLATEAU_PASS and dl <= PLATEAU_LOSS
+        rows[label] = {"test_pass@1": m["pass@1"], "pass@8": m.get("pass@8"), "wait_share": m["wait_share"],
+                       "spread_val_pass@1": dp, "spread_heldout_loss": dl, "plateau": flat,
+                       "minutes": m["pretrain_minutes"], "curve": m["curve"]}
+        lines.append(f"| {label} | {m['pass@1']:.3f} | {m.get('pass@8', float('nan')):.3f} | "
+                     f"{100 * m['wait_share']:.1f} | {dp:.3f} | {dl:.4f} | {'yes' if flat else 'no'} | "
+                     f"{m['pretrain_minutes']:.1f} |")
+    p1 = [r["test_pass@1"] for r in rows.values()]
+    mc = mean_ci(p1)
+    lines += ["", f"test pass@1 over the {len(p1)} runs: {mc[0]:.3f} ± {mc[1]:.3f} (95% t), spread "
+                  f"{max(p1) - min(p1):.3f}; plateau rule: last-20% spread of val pass@1 <= {PLATEAU_PASS} and of "
+                  f"held-out loss <= {PLATEAU_LOSS}"]
+    write_json(os.path.join(out_dir, "bases.json"), {"preset": preset, "recipe": recipe, "runs": rows})
+    with open(os.path.join(out_dir, "bases.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label, r in rows.items():
+        steps = [c["step"] for c in r["curve"]]
+        a.plot(steps, [c["val_pass@1"] for c in r["curve"]], marker=".", label=label)
+        b.plot(steps, [c["heldout_loss"] for c in r["curve"]], marker=".", label=label)
+    a.set(xlabel="pre-training step", ylabel="val pass@1 (100 x 4)")
+    b.set(xlabel="pre-training step", ylabel="held-out loss (nats)")
+    a.legend(fontsize=7)
+    save(fig, out_dir, "bases.png")
+    print("\n".join(lines))
+
+
+def export(d, path, seed):
+    """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt."""
+    ck = load_checkpoint(os.path.join(d, "base.pt"))
+    with open(os.path.join(d, "base_eval.json")) as f:
+        m = json.load(f)
+    save_checkpoint(path, {"model": ck["model"], "config": ck["config"], "preset": ck["preset"], "seed": seed,
+                           "done": True, "run": ck["run"], "base_eval": {k: v for k, v in m.items() if k != "curve"}})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu", choices=sorted(TRAIN))
+    ap.add_argument("--seeds", type=int, default=3, help="pre-training seeds 0 .. N-1")
+    ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1], help="torch threads per run")
+    ap.add_argument("--out", default="out")
+    ap.add_argument("--steps", type=int, default=None, help="pre-training steps (default: TRAIN[preset]'s)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TRAIN[preset]'s)")
+    ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
+                    "run with the first --threads")
+    a = ap.parse_args(argv)
+    if a.seeds < 1 or min(a.threads) < 1:
+        ap.error(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
+    recipe = {**TRAIN[a.preset], **{k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v is not None}}
+    runs = {}
+    for seed in range(a.seeds):
+        for t in a.threads:
+            d = run_dir(a.out, a.preset, recipe, seed, t)
+            pretrain_run(a.preset, recipe, seed, t, d)
+            with open(os.path.join(d, "base_eval.json")) as f:
+                runs[f"seed {seed}, {t} threads"] = json.load(f)
+            if a.export and t == a.threads[0]:
+                export(d, os.path.join(a.export, f"s{seed}.pt"), seed)
+    report(runs, a.preset, recipe, os.path.dirname(d))
+
+
+if __name__ == "__main__":
+    main()
