@@ -168,7 +168,7 @@ def phases(objective):
 def check_rl_args(a, preset, objectives):
     """Validate the RL flags up front for a run that trains `objectives` (losses.OBJECTIVES names); UserError
     names the bad value."""
-    G = getattr(a, "group", None) or RL[preset]["group"]
+    G = RL[preset]["group"] if getattr(a, "group", None) is None else a.group
     steps = a.steps or RL[preset]["steps"]
     needs_group = [o for o in objectives if OBJECTIVES[o][1]]
     if G < 2 and needs_group:
@@ -178,10 +178,12 @@ def check_rl_args(a, preset, objectives):
         raise UserError(f"--group and --batch-prompts must be positive, got {G} and {batch}")
     if getattr(a, "warmup_steps", None) is not None and not 0 <= a.warmup_steps <= steps:
         raise UserError(f"--warmup-steps {a.warmup_steps} must be between 0 and the {steps} RL steps")
-    for name in ("lr", "warmup_lr", "temperature"):
+    for name in ("lr", "warmup_lr", "temperature", "eps_high"):
         v = getattr(a, name, None)
         if v is not None and not v > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if (getattr(a, "kl_coef", None) or 0) < 0:
+        raise UserError(f"--kl-coef must be 0 (off) or positive, got {a.kl_coef}")
     mb = getattr(a, "micro_batch", None)
     if mb is not None and (mb <= 0 or mb % G):
         raise UserError(f"--micro-batch {mb}: must be a positive multiple of the group size {G} (whole groups)")

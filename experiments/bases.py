@@ -22,6 +22,7 @@ import sys
 from dsrl import pyplot, save
 from experiments.report import mean_ci, write_json
 from model import load_checkpoint, save_checkpoint
+from reward import fail
 from train import TRAIN
 
 PLATEAU_PASS, PLATEAU_LOSS = 0.05, 0.02  # the plateau rule (module docstring)
@@ -114,7 +115,7 @@ def main(argv=None):
                     "run with the first --threads")
     a = ap.parse_args(argv)
     if a.seeds < 1 or min(a.threads) < 1:
-        ap.error(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
+        fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     recipe = {**TRAIN[a.preset], **{k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v is not None}}
     runs = {}
     for seed in range(a.seeds):

@@ -23,7 +23,7 @@ import torch
 
 from dsrl import Phase, peak_memory_mb, rl_config
 from model import GPT, PRESETS, data_parallel, load_checkpoint, model_from_checkpoint
-from reward import SPLITS, make_problem, make_split
+from reward import SPLITS, fail, make_problem, make_split
 from sample import generate, pick_device, prompt_ids
 from train import rl_step
 
@@ -236,7 +236,7 @@ def main(argv=None):
     ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     a = ap.parse_args(argv)
     if a.preset is not None and a.preset not in PRESETS:
-        ap.error(f"unknown preset {a.preset!r}: choose from {sorted(PRESETS)}")
+        fail(f"unknown preset {a.preset!r}: choose from {sorted(PRESETS)}")
     if a.sampler:
         a.preset = a.preset or "cpu"
         return bench_sampler(a)
@@ -248,10 +248,10 @@ def main(argv=None):
         return
     if a.tokens_vs:
         if not os.path.isfile(os.path.join(a.tokens_vs, "sample.py")):
-            ap.error(f"--tokens-vs {a.tokens_vs}: not a checkout of this project (no sample.py there)")
+            fail(f"--tokens-vs {a.tokens_vs}: not a checkout of this project (no sample.py there)")
         return compare_tokens(a.tokens_vs)
     if not a.init:
-        ap.error("give --sampler, --rl-step, --tokens-vs or --init (the torchrun comparison)")
+        fail("give --sampler, --rl-step, --tokens-vs or --init (the torchrun comparison)")
     compare_processes(a.preset or "tiny", a.init, a.processes, a.steps, a.objective, a.out or "/tmp/prerl-ddp-check")
 
 

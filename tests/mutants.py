@@ -1,13 +1,14 @@
 """
 Mutation check: is the test suite strong enough to catch the bugs a student or a hurried refactor would make?
 
-    python tests/mutants.py               # every mutant, 2 at a time: about 7 minutes on 2 cores
+    python tests/mutants.py               # every mutant, 2 at a time
     python tests/mutants.py --list        # the mutants and what each breaks
     python tests/mutants.py --only kl-sign --only nsr-keeps-zero-advantage
 
-Each mutant is a small text edit of one core file (losses, sampler, verifier, model, training loop, schedule).
+Each mutant is a small text edit of one core file (reward.py, model.py, sample.py, losses.py, train.py, dsrl.py).
 For each, the repository is copied to a temporary folder, the edit applied, and the default test suite run
-there with `-x` (the fastest test files first, so most mutants die in seconds). A mutant is
+there with `-x`: the mutated module's own test file first (tests/test_<module>.py), then the others fastest
+first, so most mutants die in seconds. A mutant is
   killed        when some test fails (what we want),
   survived      when every test passes: a behaviour nothing pins down; add a test, or mark the mutant
                 equivalent below with the reason it cannot change behaviour,
@@ -26,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# fastest first: pytest -x stops at the first failure
-TEST_ORDER = ["test_losses.py", "test_verl_semantics.py", "test_paper_behaviours.py", "test_foundation.py",
-              "test_rl.py", "test_reliability.py"]
+# after the mutated module's own file, fastest first: pytest -x stops at the first failure; any other test file
+# runs after these
+TEST_ORDER = ["test_losses.py", "test_sample.py", "test_model.py", "test_reward.py", "test_train.py", "test_dsrl.py",
+              "test_cli.py", "test_tutorial.py", "test_ddp.py", "test_experiments.py"]
 
 # (name, file, [(old text, new text), ...], what the bug does, equivalence reason or None)
 MUTANTS = [
@@ -88,13 +90,15 @@ MUTANTS = [
      "NSR keeps no sample at all (rewards are never negative)", None),
     ("w-reinforce-weights-swapped", "losses.py", [("torch.where(rewards > 0, lam, -1.0)", "torch.where(rewards > 0, 1.0, -lam)")],
      "W-REINFORCE down-weights the negatives instead of the positives", None),
-    ("spaces-swapped", "losses.py", [("loss, st = prerl_loss(logp_m, r,", "loss, st = prerl_loss(logp_c, r,"),
-                                     ("grpo_loss(logp_c, logp_c.detach(), r,", "grpo_loss(logp_m, logp_m.detach(), r,")],
+    ("spaces-swapped", "losses.py", [('pre = space == "pre"', 'pre = space != "pre"')],
      "PreRL trains log P(y|x) and GRPO log P(y): the paper's subject inverted", None),
-    ("prerl-detection", "losses.py", [('pre = name.endswith("prerl")', 'pre = name.startswith("prerl")')],
+    ("prerl-detection", "losses.py", [('"nsr-prerl": ("pre", True,', '"nsr-prerl": ("post", True,'),
+                                      ('"psr-prerl": ("pre", True,', '"psr-prerl": ("post", True,')],
      "nsr-prerl / psr-prerl not recognized as pre-train-space objectives", None),
-    ("select-map-swapped", "losses.py", [('"nsr-prerl": "negative", "psr-prerl": "positive"',
-                                          '"nsr-prerl": "positive", "psr-prerl": "negative"')],
+    ("select-map-swapped", "losses.py", [('weighs -p_g."""\n    return prerl_loss(logp_pre, rewards, mask, G, "negative"',
+                                          'weighs -p_g."""\n    return prerl_loss(logp_pre, rewards, mask, G, "positive"'),
+                                         ('in log P(y)."""\n    return prerl_loss(logp_pre, rewards, mask, G, "positive"',
+                                          'in log P(y)."""\n    return prerl_loss(logp_pre, rewards, mask, G, "negative"')],
      "NSR-PreRL keeps the positive samples", None),
     ("alignment-self-cosine", "losses.py", [("F.cosine_similarity(gc, gm, dim=0)", "F.cosine_similarity(gc, gc, dim=0)")],
      "gradient alignment compares a gradient with itself", None),
@@ -112,8 +116,8 @@ MUTANTS = [
      "the length-sorted buckets are returned in sorted order: rows get other rows' log-probs", None),
     ("length-buckets-keep-pad", "losses.py", [("ro.pad[rows] - lo, ro.response", "ro.pad[rows], ro.response")],
      "a bucket cuts the common left padding but keeps the old pad counts: positions shift", None),
-    ("pretrain-chunk-denominator", "train.py", [("part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world",
-                                                 "part = lm_loss(ddp, x[lo:lo + mb], y[lo:lo + mb]) * world")],
+    ("pretrain-chunk-denominator", "train.py", [("part = lm_loss(model, x[lo:lo + mb], y[lo:lo + mb], tokens=tokens) * world",
+                                                 "part = lm_loss(model, x[lo:lo + mb], y[lo:lo + mb]) * world")],
      "pre-training micro-batches each divide by their own token count, not the batch's", None),
     ("compaction-shifts-random-draws", "sample.py", [("torch.rand(N, 1, device=device, generator=generator)[live]",
                                                       "torch.rand(live.numel(), 1, device=device, generator=generator)")],
@@ -129,6 +133,9 @@ MUTANTS = [
     ("static-cache-misses-expand", "model.py", [("new = (old.new_zeros if self.static else old.new_empty)(",
                                                  "new = old.new_empty(")],
      "the static cache's expanded buffer is uninitialized: masked garbage keys can be NaN or inf", None),
+    ("cuda-graph-on-by-default", "sample.py", [('os.environ.get("PRERL_CUDA_GRAPH", "0") == "1"',
+                                                'os.environ.get("PRERL_CUDA_GRAPH", "1") == "1"')],
+     "the CUDA-graph sampler is on by default on a GPU instead of opt-in (PRERL_CUDA_GRAPH=1)", None),
     ("group-rows-misaligned", "sample.py", [("logits, idx, pad = logits.repeat_interleave(G, 0), idx.repeat_interleave(G, 0)",
                                              "logits, idx, pad = logits.repeat(G, 1), idx.repeat_interleave(G, 0)")],
      "first-token logits of a group come from other prompts", None),
@@ -177,22 +184,34 @@ MUTANTS = [
      "RL updates are not clipped to gradient norm 1", None),
     ("step-applied-when-not-finite", "train.py", [("    if finite:\n        before", "    if True:\n        before")],
      "a non-finite step is applied anyway", None),
-    ("no-kl-reanchor", "train.py", [("            ref.load_state_dict(model.state_dict())  # policy reincarnation", "            pass  # policy reincarnation")],
+    ("no-kl-reanchor", "dsrl.py", [("        ref.load_state_dict(model.state_dict())\n", "        pass\n")],
      "the KL reference is not reset to the policy at the DSRL switch", None),
     ("resume-loses-sampler-rng", "train.py", [('        gen.set_state((ck["rng"]["sampler"][rank] if world > 1 else ck["rng"]["sampler"]).cpu())\n', "")],
      "a resumed run restarts the sampler's random stream", None),
     ("warmup-truncates", "dsrl.py", [("return max(1, round(0.05 * steps))", "return max(1, int(0.05 * steps))")],
      "the default S rounds down", None),
-    ("no-eval-at-switch", "train.py", [("switch = objective in TWO_PHASE and step + 1 == S", "switch = objective in TWO_PHASE and step == S")],
+    ("no-eval-at-switch", "train.py", [("or step + 1 == schedule.switch:", "or step == schedule.switch:")],
      "no held-out evaluation right after the NSR phase", None),
-    ("rl-adam-betas", "train.py", [('weight_decay=hp["weight_decay"], betas=(0.9, 0.999)', 'weight_decay=hp["weight_decay"], betas=(0.9, 0.95)')],
+    ("rl-adam-betas", "train.py", [("weight_decay=cfg.weight_decay, betas=(0.9, 0.999)", "weight_decay=cfg.weight_decay, betas=(0.9, 0.95)")],
      "RL uses pre-training's betas instead of the official (0.9, 0.999)", None),
-    ("optimizer-reset-at-switch", "train.py", [('        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])\n',
-                                                '        name, lr = phase(objective, step, S, hp["lr"], hp["warmup_lr"])\n'
-                                                '        if objective in TWO_PHASE and step == S:\n'
-                                                '            opt = model.configure_optimizers(lr, weight_decay=0.0, betas=(0.9, 0.999))\n')],
+    ("optimizer-reset-at-switch", "dsrl.py", [("    if reset_optimizer:\n        opt.state.clear()", "    opt.state.clear()")],
      "a fresh optimizer at the DSRL switch instead of the carried one", None),
-    ("lr-not-switched", "train.py", [('        for g in opt.param_groups:\n            g["lr"] = lr\n        problems',
+    ("reset-at-switch-ignored", "dsrl.py", [("cfg.reset_at_switch))", "False))")],
+     "the two-phase schedule never resets AdamW at the switch, whatever RLConfig.reset_at_switch says", None),
+    ("warmup-coef-everywhere", "dsrl.py", [("cfg.warmup_coef if step < S else 1.0", "cfg.warmup_coef")],
+     "the warmup's loss coefficient (the official 0.01) also scales every GRPO step after the switch", None),
+    ("group-check-inverted", "dsrl.py", [("if OBJECTIVES[o][1]]", "if not OBJECTIVES[o][1]]")],
+     "--group 1 accepted for the group-baseline objectives and refused for PSR / NSR / W-REINFORCE", None),
+    ("rewards-tiled", "train.py", [("[p.answer for p in mine for _ in range(G)]", "[p.answer for _ in range(G) for p in mine]")],
+     "row b*G + g is scored against problem (b*G + g) mod B: the answers tiled instead of repeated per group", None),
+    ("kl-reference-is-the-policy", "train.py", [("ref = copy.deepcopy(model).eval() if", "ref = model if")],
+     "the KL reference is the policy itself, not a copy apart: the KL term is always 0", None),
+    ("resume-loses-reference", "train.py", [('            ref.load_state_dict(ck["ref"])\n', "            pass\n")],
+     "a resumed run's KL reference is the initial model again, not the one re-anchored at the switch", None),
+    ("eval-ignores-temperature", "train.py", [("max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,\n        seed=",
+                                               "max_new_tokens=cfg.max_new_tokens,\n        seed=")],
+     "the held-out evaluations sample at temperature 1, not at the run's temperature", None),
+    ("lr-not-switched", "train.py", [('        for g in opt.param_groups:\n            g["lr"] = phase.lr\n        problems',
                                       '        problems')],
      "the learning rate of the optimizer never changes at the switch", None),
     ("switch-one-late", "dsrl.py", [("    if step < S:\n", "    if step <= S:\n")],
@@ -239,9 +258,11 @@ def run_one(name, threads, timeout):
         copy_repo(d)
         if not apply(name, d):
             return name, "not applicable", 0.0, ""
-        tests = [f"tests/{t}" for t in TEST_ORDER if (d / "tests" / t).exists()]
+        _, file, *_ = next(m for m in MUTANTS if m[0] == name)
+        order = [f"test_{Path(file).stem}.py"] + [t for t in TEST_ORDER if t != f"test_{Path(file).stem}.py"]
+        tests = [f"tests/{t}" for t in order if (d / "tests" / t).exists()]
         tests += sorted(str(p.relative_to(d)) for p in (d / "tests").glob("test_*.py")
-                        if p.name not in TEST_ORDER and p.name != "test_mutants_apply.py")  # it fails on any mutant
+                        if p.name not in order and p.name != "test_mutants_apply.py")  # it fails on any mutant
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1")
         t0 = time.time()
         try:

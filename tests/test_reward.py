@@ -144,21 +144,19 @@ def adversarial(answer, rng):
 def test_verifier_fuzz_no_crash_no_false_positive():
     rng = random.Random(0)
     alphabet = "0123456789#-+_ ;=*\n\t٣７¹\u200b<|>eosxwait"
-    checked = hits = 0
+    hits = 0
     for i in range(10_000):
         answer = rng.randint(-999, 999)
         for s in adversarial(answer, rng) if i < 500 else ():
             assert R.score(s, answer) == 0.0, s
-            checked += 1
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         if rng.random() < 0.1:  # some strings that do end in the right answer, so that a 1 is also exercised
             s += f"#{answer}"
         got = R.score(s, answer)
         # a 1 is only ever right for exactly one '#' followed by the canonical integer at the very end
         assert got == (1.0 if s.count("#") == 1 and s.endswith(f"#{answer}") else 0.0), s
-        checked += 1
         hits += got == 1.0
-    assert checked >= 10_000 and hits > 50
+    assert hits > 50  # the right answers appended above are recognised, not only the wrong ones refused
 
 
 # --- behaviour counters ------------------------------------------------------------------------------------

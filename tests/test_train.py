@@ -4,6 +4,7 @@ held-out evaluations, the logging-only pass, micro-batches, checkpoints, resume 
 import copy
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -75,6 +76,22 @@ def test_pretrain_config_takes_the_preset_and_ignores_unset_overrides():
     assert T.pretrain_config("gpu").micro_batch == 64 and T.pretrain_config("gpu", micro_batch=8).micro_batch == 8
 
 
+def test_pretraining_micro_batches_give_the_whole_batch_step():
+    """pretrain_step in chunks of rows, each chunk's loss over the whole batch's token count: the same loss and
+    step as the whole batch at once (the documents differ in length, so per-chunk means would differ)."""
+    x, y = next(T.corpus_batches(random.Random(0), R.CorpusConfig(), 8, "cpu", pool=1))
+    assert len(set((y != -1).sum(1).tolist())) > 1
+    tokens, steps = int((y != -1).sum()), {}
+    for mb in (None, 3):  # one pass, or chunks of 3, 3 and 2 documents
+        torch.manual_seed(0)
+        m = M.GPT(M.PRESETS["tiny"])
+        loss = T.pretrain_step(m, torch.optim.SGD(m.parameters(), lr=1.0), x, y, tokens, mb, 1)
+        steps[mb] = float(loss), [p.detach() for p in m.parameters()]
+    assert steps[3][0] == pytest.approx(steps[None][0], rel=1e-5)
+    for a, b in zip(steps[None][1], steps[3][1]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
 class Killed(Exception):
     """Raised by the patched kill point: the run stops right after a checkpoint, as under kill -9."""
 
@@ -103,7 +120,8 @@ def test_pretraining_stopped_after_a_checkpoint_resumes_to_identical_weights(tmp
     assert a["pretrain_tokens"] == b["pretrain_tokens"] and a["curve"] == b["curve"]
     assert M.load_checkpoint(str(tmp_path / "b/base.pt"))["done"]
     # every document has a few tokens at least, and at most block_size
-    assert 4 * cfg.steps * cfg.batch_size < a["pretrain_tokens"] < cfg.steps * cfg.batch_size * M.PRESETS["tiny"].block_size
+    docs = cfg.steps * cfg.batch_size
+    assert 4 * docs < a["pretrain_tokens"] < docs * M.PRESETS["tiny"].block_size
 
 
 # --- one RL step -------------------------------------------------------------------------------------------
@@ -187,7 +205,8 @@ def test_loss_coef_scales_the_loss_and_adam_then_ignores_it(tiny_rollout):
                                               lambda: None)
         grads = [p.grad.clone() for p in net.parameters()]
         torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0).step()
-        out[coef] = (float(loss), grads, torch.cat([(p - q).flatten() for p, q in zip(net.parameters(), m.parameters())]))
+        step = torch.cat([(p - q).flatten() for p, q in zip(net.parameters(), m.parameters())])
+        out[coef] = (float(loss), grads, step)
     (l1, g1, s1), (l2, g2, s2) = out[1.0], out[0.01]
     assert l1 != 0 and l2 == pytest.approx(0.01 * l1, rel=1e-5)
     for a, b in zip(g1, g2):

@@ -1,0 +1,150 @@
+"""experiments/: the paper suite and the mechanism study end to end on the tiny preset, the suite's pieces (a job
+reused only with its settings, the NSR learning-rate rule, the t-interval), the H2 wait probe, and the benchmarks
+that compare the samplers and another checkout's sampled tokens."""
+import argparse
+import json
+import re
+
+import torch
+
+import model as M
+import reward as R
+import sample as S
+from conftest import ROOT, run
+from experiments import mechanisms as MECH
+from experiments import report, suite
+from experiments.bench import bench_sampler, compare_tokens
+from experiments.claims import GRID_LRS
+from losses import pretrain_logprobs
+
+
+# --- the suites end to end ---------------------------------------------------------------------------------
+
+def test_paper_suite_machinery_on_tiny(tmp_path):
+    p = run("-m experiments.suite", "--preset", "tiny", "--seeds", "1", "--steps", "2", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = tmp_path / "tiny/suite"
+    s = json.load(open(d / "suite.json"))
+    assert {"base", "grpo", "dsrl-S5%", "dsrl-S20%", "nsr-rl-warmup", "psr-prerl", "prerl", "psr", "nsr",
+            "w-reinforce", "grid-lr0.0001", "grid-lr1e-06", "nohabits-dsrl", "nohabits-nsr-prerl", "prerl-long",
+            "mech-lr0.0001"} <= set(s["configs"])
+    assert json.load(open(d / "runs/prerl-long-s0.json"))["steps"] == 6  # 3x the suite's 2 steps
+    assert s["nsr_lr"] in GRID_LRS and s["dsrl"] in s["configs"]
+    assert "passk/pass@64" in s["configs"]["psr"] and "passk/pass@64" in s["configs"]["base"]
+    # the NSR phases of stage 2 really use the chosen learning rate
+    assert json.load(open(d / "runs/nsr-rl-warmup-s0.json"))["warmup_lr"] == s["nsr_lr"]
+    align = json.load(open(d / "runs/alignment-s0.json"))
+    assert align["stats"]["n"] > 0 and -1 <= align["stats"]["cosine_mean"] <= 1
+    assert not list((d / "runs").glob("*.pt"))  # run checkpoints are removed once reported
+    for png in ("c1_alignment", "c2_gap", "c3_prerl_alone", "c4_markers", "c5_dsrl", "c6_warmup", "c7_passk", "grid"):
+        assert (d / f"{png}.png").stat().st_size > 1000
+    assert "| grpo |" in (d / "suite.md").read_text()
+
+
+def test_mechanism_suite_on_tiny(tmp_path):
+    p = run("-m experiments.mechanisms", "--preset", "tiny", "--seeds", "1", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = tmp_path / "tiny/mechanisms"
+    s = json.load(open(d / "mechanisms.json"))
+    for h in ("H1", "H2", "H3", "H4"):
+        assert s[h]["verdict"].split()[0] in ("supported", "refuted", "inconclusive")
+    assert set(s["H3"]["verdicts"]) == {"C4", "C5", "C6"}
+    runs = json.load(open(d / "runs/dsrl-official-reset-s0.json"))
+    assert runs["hp"]["reset_at_switch"] and all("update_norm" in h for h in runs["train"])
+    assert "p_wait_slip_cond" in json.load(open(d / "runs/h2-nsr-prerl-s0.json"))["evals"][0]
+    assert json.load(open(d / "runs/pretrain-modes-s0.json"))["base_eval"]["curve"]
+    for fig in ("pretrain", "h1_tokens", "h2_wait", "h3_official", "h4_modes"):
+        assert (d / f"{fig}.png").stat().st_size > 1000
+
+
+# --- the suite's pieces ------------------------------------------------------------------------------------
+
+def test_choose_nsr_lr_takes_the_largest_rate_that_does_not_hurt():
+    def runs(drop_at):  # val pass@1 0.30 at step 0, falling by 0.2 from step drop_at on (3 seeds)
+        evals = [{"step": t, "pass@1": 0.30 - (0.2 if t >= drop_at else 0.0)} for t in (0, 2, 4, 8, 16)]
+        return [{"evals": evals}] * 3
+    grid = {f"grid-lr{lr:g}": runs(99) for lr in GRID_LRS}
+    grid["grid-lr0.0001"] = runs(8)
+    assert suite.choose_nsr_lr(grid, max_phase=16) == 3e-5
+    assert suite.choose_nsr_lr(grid, max_phase=4) == 1e-4  # the drop comes after the longest phase
+    grid = {k: runs(2) for k in grid}
+    assert suite.choose_nsr_lr(grid, max_phase=16) == min(GRID_LRS)  # nothing is safe: the gentlest
+
+
+def test_mean_ci_is_the_t_interval():
+    m, h = report.mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and abs(h - 4.30 * 1.0 / 3 ** 0.5) < 1e-9
+    m, h = report.mean_ci([0.5])
+    assert m == 0.5 and h != h  # one seed: no interval
+
+
+def test_suite_reuses_a_finished_job_only_with_the_same_settings(tiny_base, tmp_path):
+    (tmp_path / "runs").mkdir()
+    job = dict(name="grid-lr0.001", objective="nsr-prerl", seed=0, steps=1, base=str(tiny_base), lr=1e-3, eval_every=1)
+    threads = torch.get_num_threads()  # run_job sets the process's torch threads: keep this one's
+    path = suite.run_job(job, "tiny", "cpu", str(tmp_path), threads=threads)
+    first = json.load(open(path))
+    assert first["lr"] == 1e-3 and first["suite_hp"] == suite.SUITE_HP["tiny"]
+    assert [e["step"] for e in first["evals"]] == [0, 1] and first["train"][0]["lr"] == 1e-3
+    stamp = open(path).read()
+    suite.run_job(job, "tiny", "cpu", str(tmp_path), threads=threads)
+    assert open(path).read() == stamp  # same settings: reused, not rerun
+    suite.run_job({**job, "lr": 1e-2}, "tiny", "cpu", str(tmp_path), threads=threads)
+    assert json.load(open(path))["lr"] == 1e-2  # another learning rate under the same name: run again
+
+
+# --- the mechanism study's probe ---------------------------------------------------------------------------
+
+def test_wait_probe_is_the_probability_of_the_wait_tokens():
+    torch.manual_seed(0)
+    m = M.GPT(M.PRESETS["tiny"])
+    problems = R.make_split("val", 4)
+    # hand-made items: a slipped step and a right one, each followed by ' wait'
+    items = {True: [], False: []}
+    for slipped, text in ((True, "23*7=160"), (False, "23*7=161")):
+        items[slipped].append((S.prompt_ids(problems[0]), R.encode(text + " wait")))
+    p = MECH.wait_probe(m, items)
+    assert 0 < p["p_wait_slip_cond"] < 1 and 0 < p["p_wait_right_pre"] < 1
+    # P(" wait" | prefix) is the product of its 5 token probabilities: check against a direct forward
+    resp = torch.tensor([R.encode("23*7=160 wait")])
+    with torch.no_grad():
+        lm, _ = pretrain_logprobs(m, resp)
+    assert abs(p["p_wait_slip_pre"] - float(lm[0, -5:].sum().exp())) < 1e-6
+    assert p["n_slip"] == p["n_right"] == 1
+
+
+# --- the benchmarks ----------------------------------------------------------------------------------------
+
+def test_sampler_bench_times_every_sampler_on_the_same_tokens(capsys):
+    """python -m experiments.bench --sampler, in this process on the tiny preset."""
+    bench_sampler(argparse.Namespace(device="cpu", preset="tiny", rows=[16], new_tokens=6, compile=False, profile=True))
+    out = capsys.readouterr().out
+    for name in ("naive recompute", "kv cache", "static cache"):
+        assert re.search(rf"16 rows  {name} +\d+ tokens/s", out), name
+    assert re.search(r"static cache vs kv cache: [\d.]+x; rows sampled otherwise: 0 of 16", out)
+    assert "rows sampled otherwise than by naive recompute: 0 of 16" in out and "ops' self time" in out
+
+
+def test_token_comparison_with_another_checkout(tmp_path, capsys):
+    """--tokens-vs: against a copy of this sampler (no row differs), then against a copy that always draws
+    greedily (every row differs)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("model.py", "sample.py", "reward.py"):
+        (other / f).write_text((ROOT / f).read_text())
+    compare_tokens(other, preset="tiny", rows=(6,), new_tokens=8, out=str(tmp_path / "tok"))
+    assert "0 of 6 rows sampled otherwise" in capsys.readouterr().out
+    (other / "sample.py").write_text((ROOT / "sample.py").read_text().replace("if temperature == 0:", "if True:"))
+    compare_tokens(other, preset="tiny", rows=(6,), new_tokens=8, out=str(tmp_path / "tok"))
+    assert "6 of 6 rows sampled otherwise" in capsys.readouterr().out
+
+
+def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
+    """experiments.bases judges a base by its curve's last 20% of points: a run still climbing is not flat."""
+    from experiments.bases import plateau
+    climbing = [{"step": s, "val_pass@1": s / 100, "heldout_loss": 1 - s / 1000} for s in range(1, 21)]
+    dp, dl = plateau(climbing)  # the last 4 of 20 points: steps 17..20
+    assert abs(dp - 0.03) < 1e-12 and abs(dl - 0.003) < 1e-12
+    flat = climbing[:16] + [{"step": s, "val_pass@1": 0.5, "heldout_loss": 0.6} for s in range(17, 21)]
+    assert plateau(flat) == (0.0, 0.0)
+    assert plateau(climbing[:3])[0] == climbing[2]["val_pass@1"] - climbing[1]["val_pass@1"]  # at least 2 points
