@@ -107,6 +107,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu", choices=sorted(TRAIN))
     ap.add_argument("--seeds", type=int, default=3, help="pre-training seeds 0 .. N-1")
+    ap.add_argument("--only", type=int, nargs="+", default=None, metavar="SEED",
+                    help="run these seeds alone (one process per seed by hand: two on two cores); no report")
     ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1], help="torch threads per run")
     ap.add_argument("--out", default="out")
     ap.add_argument("--steps", type=int, default=None, help="pre-training steps (default: TRAIN[preset]'s)")
@@ -118,7 +120,7 @@ def main(argv=None):
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     recipe = {**TRAIN[a.preset], **{k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v is not None}}
     runs = {}
-    for seed in range(a.seeds):
+    for seed in a.only or range(a.seeds):
         for t in a.threads:
             d = run_dir(a.out, a.preset, recipe, seed, t)
             pretrain_run(a.preset, recipe, seed, t, d)
@@ -126,7 +128,8 @@ def main(argv=None):
                 runs[f"seed {seed}, {t} threads"] = json.load(f)
             if a.export and t == a.threads[0]:
                 export(d, os.path.join(a.export, f"s{seed}.pt"), seed)
-    report(runs, a.preset, recipe, os.path.dirname(d))
+    if a.only is None:
+        report(runs, a.preset, recipe, os.path.dirname(d))
 
 
 if __name__ == "__main__":
