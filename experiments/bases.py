@@ -62,6 +62,7 @@ def plateau(curve):
 def report(runs, preset, recipe, out_dir):
     """bases.json / bases.md / bases.png of finished runs {label: base_eval dict}."""
     rows, lines = {}, [f"# base models ({preset} preset, recipe {recipe})", "",
+                       f"`python -m experiments.bases {' '.join(sys.argv[1:])}` on {os.cpu_count()} CPU cores", "",
                        "| run | test pass@1 | pass@8 | wait % | last-20% val pass@1 spread | held-out loss spread | "
                        "plateau | minutes |", "|---|---|---|---|---|---|---|---|"]
     for label, m in runs.items():
