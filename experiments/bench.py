@@ -149,7 +149,7 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
           f"({'torch.cuda.max_memory_allocated' if device.startswith('cuda') else 'resident set size'})")
 
 
-def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out="/tmp/prerl-ddp-check"):
+def compare_processes(preset, init, processes=2, steps=3, objective="grpo", out="out/ddp-check"):
     """The same RL run (`steps` steps of `objective` from `init`, seed 0) in one process and under torchrun in
     `processes` gloo processes, one thread each (dsrl.py's command line, alone, so evaluation included). Prints the
     largest |weight difference| to the one-process run on the same tokens (PRERL_TEST_WHOLE_BATCH=1: every rank
@@ -196,9 +196,9 @@ torch.save({r: generate(m, [prompt_ids(p) for p in make_split("test", int(r))], 
 """
 
 
-def compare_tokens(other, preset="cpu", rows=(256, 1024), new_tokens=64, out="/tmp/prerl-tokens"):
+def compare_tokens(other, preset="cpu", rows=(256, 1024), new_tokens=64, out="out/tokens"):
     """Is the sampler's output unchanged? The KV-cached sampler of another checkout `other` (e.g. `git worktree add
-    /tmp/before COMMIT`) and of this one, on the bench's rows: the same random model (torch seed 0), prompts and
+    ../before COMMIT`) and of this one, on the bench's rows: the same random model (torch seed 0), prompts and
     generator seed. Prints how many rows differ."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.makedirs(out, exist_ok=True)
@@ -252,7 +252,7 @@ def main(argv=None):
         return compare_tokens(a.tokens_vs)
     if not a.init:
         fail("give --sampler, --rl-step, --tokens-vs or --init (the torchrun comparison)")
-    compare_processes(a.preset or "tiny", a.init, a.processes, a.steps, a.objective, a.out or "/tmp/prerl-ddp-check")
+    compare_processes(a.preset or "tiny", a.init, a.processes, a.steps, a.objective, a.out or "out/ddp-check")
 
 
 def profile_decode(model, prompts, new_tokens, device, top=15):

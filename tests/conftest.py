@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import dsrl as D
 import model as M
 import reward as R
 import sample as S
+import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +58,29 @@ def tiny_rollout():
     ps = [S.prompt_ids(p) for p in R.make_split("test", 3)]
     ro = S.generate(m, ps, G=2, max_new_tokens=10, generator=torch.Generator().manual_seed(0))
     return m, ro
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny models run fastest on one thread (a loaded 2-core machine makes torch's threads wait on each
+    other); the setting is put back after the module that asks for it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cfg_of(**kw):
+    """The tiny preset's RL settings with cheap held-out evaluations (2 problems x 2 samples)."""
+    return D.rl_config("tiny", **{**dict(eval_every=100, eval_problems=2, eval_samples=2), **kw})
+
+
+def rl_run(base, objective, path, S_=None, **kw):
+    """rl_train of `objective`'s schedule (S_ warmup steps for a two-phase one) from `base` with cfg_of(**kw)."""
+    cfg = cfg_of(**kw)
+    return T.rl_train(str(base), D.schedule(objective, cfg, S_), cfg, str(path), "cpu", progress=False)
+
+
+def alternating(ro, answers):
+    """Rewards 1.0, 0.0, 1.0, ... row by row: every group (G even) has right and wrong samples."""
+    return [float(i % 2 == 0) for i in range(len(answers))]

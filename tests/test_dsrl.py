@@ -15,23 +15,7 @@ import model as M
 import reward as R
 import sample as S
 import train as T
-from conftest import run, strip_times
-
-
-def cfg_of(**kw):
-    """The tiny preset's RL settings with cheap held-out evaluations (2 problems x 2 samples)."""
-    return D.rl_config("tiny", **{**dict(eval_every=100, eval_problems=2, eval_samples=2), **kw})
-
-
-def rl_run(base, objective, path, S_=None, **kw):
-    """rl_train of `objective`'s schedule (S_ warmup steps for a two-phase one) with cfg_of(**kw)."""
-    cfg = cfg_of(**kw)
-    return T.rl_train(str(base), D.schedule(objective, cfg, S_), cfg, str(path), "cpu", progress=False)
-
-
-def alternating(ro, answers):
-    """Rewards 1.0, 0.0, 1.0, ... row by row: every group (G even) has right and wrong samples."""
-    return [float(i % 2 == 0) for i in range(len(answers))]
+from conftest import alternating, cfg_of, rl_run, run, strip_times
 
 
 def same(a, b):

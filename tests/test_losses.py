@@ -20,13 +20,8 @@ GROUP = {"grpo", "prerl", "nsr-prerl", "psr-prerl", "nsr-rl"}   # a group baseli
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny models run fastest on one thread (a loaded 2-core machine makes torch's threads wait on each
-    other); the setting is put back after this file."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """This module's tests run on one thread (conftest.one_thread)."""
 
 
 def cfg(**overrides):

@@ -14,13 +14,8 @@ LAB = ROOT / "tutorial" / "lab.pt"  # the committed classroom model: a trained m
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny models run fastest on one thread (a loaded 2-core machine makes torch's threads wait on each
-    other); the setting is put back after this file."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """This module's tests run on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

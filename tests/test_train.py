@@ -15,25 +15,9 @@ import model as M
 import reward as R
 import sample as S
 import train as T
-from conftest import ROOT
+from conftest import ROOT, alternating, cfg_of, rl_run
 
 LAB = ROOT / "tutorial" / "lab.pt"  # the committed classroom model: it answers some problems right
-
-
-def cfg_of(**kw):
-    """The tiny preset's RL settings with cheap held-out evaluations (2 problems x 2 samples, at the start and end)."""
-    return D.rl_config("tiny", **{**dict(eval_every=100, eval_problems=2, eval_samples=2), **kw})
-
-
-def rl_run(base, objective, path, S_=None, **kw):
-    """rl_train of `objective` (its dsrl schedule) from `base` with cfg_of(**kw); returns (model, history, evals)."""
-    cfg = cfg_of(**kw)
-    return T.rl_train(str(base), D.schedule(objective, cfg, S_), cfg, str(path), "cpu", progress=False)
-
-
-def alternating(ro, answers):
-    """A reward function for an untrained model: 1.0, 0.0, 1.0, ... row by row, so every group (G even) is mixed."""
-    return [float(i % 2 == 0) for i in range(len(answers))]
 
 
 @pytest.fixture
