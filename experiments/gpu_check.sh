@@ -29,20 +29,6 @@ timeout 120 python3 -m experiments.bench --sampler --preset "$BENCH_PRESET" --ro
 rc=$?
 echo "experiments.bench --sampler exit $rc after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
 t=$(date +%s)
-left() { local s=$(( BUDGET - ($(date +%s) - start) )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
-{ nvidia-smi || true; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  nproc; } > "$OUT/env.txt" 2>&1
-timeout 120 python3 -m experiments.bench --sampler --preset "$BENCH_PRESET" --rows 1024 --profile > "$OUT/bench_sample.txt" 2>&1
-rc=$?
-echo "experiments.bench --sampler exit $rc after $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
-# rows the CUDA-graph sampler drew otherwise than the growing cache: float rounding moves a handful at most
-differ=$(sed -n 's/.*static + CUDA graph vs kv cache: .*rows sampled otherwise: \([0-9]*\) of.*/\1/p' "$OUT/bench_sample.txt")
-if [ $rc -ne 0 ] || [ "${differ:-0}" -gt 16 ]; then
-  export PRERL_CUDA_GRAPH=0
-  echo "the bench failed or the CUDA graph sampled ${differ:-?} rows otherwise: dsrl.py below samples with the" \
-       "growing cache (PRERL_CUDA_GRAPH=0)" >> "$OUT/env.txt"
-fi
-t=$(date +%s)
 timeout $(( $(left) > 180 ? $(left) - 90 : $(left) )) python3 dsrl.py ${PRESET:+--preset "$PRESET"} --out "$OUT/run" > "$OUT/dsrl.txt" 2>&1
 echo "dsrl.py exit $? after $(( $(date +%s) - t )) s" >> "$OUT/env.txt"
 cp "$OUT"/run/*/results.md "$OUT"/run/*/results.json "$OUT/" 2>> "$OUT/env.txt"
