@@ -231,14 +231,30 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+# Committed base models (python -m experiments.bases --export): a run of these presets starts from the seed's file
+# instead of pre-training, so that every machine's run starts from the same weights (thread counts and CPUs give
+# slightly different floats, and the RL comparisons should not inherit them).
+COMMITTED_BASES = {"cpu": os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu", "bases")}
+
+
+def committed_base(preset, seed):
+    """Path of the committed base of (preset, seed), or None when there is none."""
+    path = os.path.join(COMMITTED_BASES.get(preset, ""), f"s{seed}.pt")
+    return path if preset in COMMITTED_BASES and os.path.exists(path) else None
+
+
 def base_model(args, preset, out_dir, device):
-    """The base checkpoint's path: --init, or out_dir/base.pt, pre-trained (or its pre-training resumed) unless a
-    finished one of this preset is there. Returns (path, pre-training's metrics or None)."""
-    path = args.init or os.path.join(out_dir, "base.pt")
+    """The base checkpoint's path: --init; else the committed base of (preset, seed) unless --retrain; else
+    out_dir/base.pt, pre-trained (or its pre-training resumed) unless a finished one of this preset is there.
+    Returns (path, pre-training's metrics or None)."""
+    committed = None if args.init or args.retrain else committed_base(preset, args.seed)
+    path = args.init or committed or os.path.join(out_dir, "base.pt")
     base = load_checkpoint(path) if os.path.exists(path) or args.init else None
     cfg = pretrain_config(preset, seed=args.seed)
     if args.init:
         print(f"starting from {path}")
+    elif committed:
+        print(f"starting from the committed base {os.path.relpath(path)} (--retrain to pre-train one here)")
     elif args.retrain or base is None or base.get("preset") != preset or not (base.get("done", True) or args.resume):
         return path, pretrain(cfg, out_dir, device)[1]
     elif not base.get("done", True):
@@ -254,7 +270,8 @@ def main(argv=None):
                     f"{', '.join([*TWO_PHASE, *OBJECTIVES])}")
     ap.add_argument("--alone", action="store_true", help="run --objective alone, without GRPO beside it")
     ap.add_argument("--eval-samples", type=int, default=16, help="samples per problem in the final evaluation")
-    ap.add_argument("--retrain", action="store_true", help="pre-train again even if base.pt exists")
+    ap.add_argument("--retrain", action="store_true", help="pre-train a base here even if a committed base "
+                    "(results/<preset>/bases/s<seed>.pt) or OUT/<preset>/base.pt exists")
     ap.add_argument("--init", default=None, help="start from this base checkpoint instead of OUT/<preset>/base.pt "
                     "(e.g. tutorial/lab.pt with --preset lab: no pre-training)")
     rl_args(ap)

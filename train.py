@@ -53,6 +53,7 @@ class PretrainConfig:
     steps: int
     batch_size: int                 # documents per step
     lr: float                       # peak of the warmup-cosine schedule (lr_at)
+    weight_decay: float = 0.1       # AdamW's, on the weight matrices (GPT.configure_optimizers)
     micro_batch: int = None         # documents per forward/backward chunk, each over the whole batch's token count
                                     # (the same gradient; None: the whole batch at once)
     seed: int = 0
@@ -154,7 +155,7 @@ def pretrain(cfg, out_dir, device, resume=False, progress=True):
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model = GPT(PRESETS[cfg.preset]).to(device)
-    opt = model.configure_optimizers(cfg.lr, device_type=device.split(":")[0])
+    opt = model.configure_optimizers(cfg.lr, cfg.weight_decay, device_type=device.split(":")[0])
     path = os.path.join(out_dir, "base.pt")
     run = {k: v for k, v in asdict(cfg).items() if k != "micro_batch"}  # any chunk size: the same gradient
     start, minutes, curve, seen = 0, 0.0, [], 0  # seen: the documents' tokens trained on (FLOPs ~ 6 x params x seen)

@@ -32,7 +32,8 @@ import json, sys, torch
 import train as T
 preset, seed, threads, out, recipe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
 torch.set_num_threads(threads)
-cfg = T.pretrain_config(preset, seed=seed, eval_every=max(1, recipe["steps"] // 20), **recipe)
+corpus = T.CorpusConfig(**{k[len("corpus_"):]: recipe.pop(k) for k in list(recipe) if k.startswith("corpus_")})
+cfg = T.pretrain_config(preset, seed=seed, eval_every=max(1, recipe["steps"] // 20), corpus=corpus, **recipe)
 T.pretrain(cfg, out, "cpu", resume=True)
 """
 
@@ -114,12 +115,17 @@ def main(argv=None):
     ap.add_argument("--out", default="out")
     ap.add_argument("--steps", type=int, default=None, help="pre-training steps (default: TRAIN[preset]'s)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TRAIN[preset]'s)")
+    ap.add_argument("--batch-size", type=int, default=None, help="documents per step (default: TRAIN[preset]'s)")
+    ap.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: 0.1)")
+    ap.add_argument("--slip", type=float, default=None, help="the corpus's slip rate (default: CorpusConfig's)")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
     if a.seeds < 1 or min(a.threads) < 1:
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
-    recipe = {**TRAIN[a.preset], **{k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v is not None}}
+    flags = (("steps", a.steps), ("lr", a.lr), ("batch_size", a.batch_size), ("weight_decay", a.weight_decay),
+             ("corpus_slip", a.slip))
+    recipe = {**TRAIN[a.preset], **{k: v for k, v in flags if v is not None}}
     runs = {}
     for seed in a.only or range(a.seeds):
         for t in a.threads:

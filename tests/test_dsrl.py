@@ -3,6 +3,7 @@ happens at the switch (the KL reference re-anchored, AdamW carried over unless r
 model, and the command line end to end on the tiny preset: its outputs, kill -9 and --resume."""
 import argparse
 import json
+import os
 import shutil
 import signal
 
@@ -252,6 +253,28 @@ def test_base_model_pretrains_only_when_needed(tmp_path, monkeypatch, tiny_base)
     write_base(preset="tiny", done=False)
     assert base_model(resume=True)[1] == [("tiny", d, True)]
     assert base_model()[1] == [("tiny", d, False)]
+
+
+def test_base_model_starts_from_the_committed_base_of_its_seed(tmp_path, monkeypatch, tiny_base, capsys):
+    """A preset with committed bases starts from bases/s<seed>.pt (and says so); --retrain, --init and a seed with
+    no committed file do not."""
+    calls, bases = [], tmp_path / "bases"
+    bases.mkdir()
+    (bases / "s1.pt").write_bytes(tiny_base.read_bytes())
+    monkeypatch.setattr(D, "COMMITTED_BASES", {"tiny": str(bases)})
+    monkeypatch.setattr(D, "pretrain", lambda cfg, out_dir, device, resume=False: (
+        calls.append(cfg.seed), (None, {"pretrained": True}, None))[1])
+    out = str(tmp_path / "out")
+
+    def base_model(**kw):
+        args = argparse.Namespace(**{**dict(init=None, seed=1, retrain=False, resume=False), **kw})
+        return D.base_model(args, "tiny", out, "cpu")
+
+    assert base_model() == (str(bases / "s1.pt"), None) and calls == []
+    assert "committed base" in capsys.readouterr().out
+    assert base_model(retrain=True) == (os.path.join(out, "base.pt"), {"pretrained": True}) and calls == [1]
+    assert base_model(init=str(tiny_base)) == (str(tiny_base), None) and calls == [1]
+    assert base_model(seed=0)[1] == {"pretrained": True} and calls == [1, 0]  # no s0.pt there
 
 
 # --- the command line, end to end --------------------------------------------------------------------------
