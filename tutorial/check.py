@@ -148,29 +148,45 @@ def submissions(spec):
     return sorted(f for f in files if os.path.isfile(f))
 
 
-def grade_in_process(path, numbers, seconds):
-    """grade() in a fresh interpreter: a file that breaks anything at all breaks only its own row."""
-    cmd = [sys.executable, "-m", "tutorial.check", ",".join(map(str, numbers)), "--impl", path,
-           "--timeout", str(seconds), "--json-lines"]
+def grade_in_processes(files, numbers, seconds, workers):
+    """grade() of every file, the files split over `workers` fresh interpreters that each grade their share one
+    file after another (each file's code in its own child, as always): one file breaks only its own rows, and the
+    project is imported once per worker. Yields (file, results) as files finish."""
+    import queue
+    import threading
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=seconds * len(numbers) + 120)
-        rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-        if len(rows) == len(numbers):
-            return [tuple(r[k] for k in ("exercise", "passed", "message", "hint", "printed")) for r in rows]
-        why = (p.stderr.strip().splitlines() or [f"the checker's process ended with status {p.returncode}"])[-1]
-    except subprocess.TimeoutExpired:
-        why = "the checker's process ran out of time"
-    return [(n, False, why, "", "") for n in numbers]
+    done = queue.Queue()
+
+    def worker(share):
+        cmd = [sys.executable, "-m", "tutorial.check", ",".join(map(str, numbers)), "--impl", *share,
+               "--timeout", str(seconds), "--json-lines"]
+        got = set()
+        try:
+            p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for line in p.stdout:
+                if line.startswith("{"):
+                    row = json.loads(line)
+                    got.add(row["file"])
+                    done.put((row["file"], [tuple(r) for r in row["results"]]))
+            why = (p.stderr.read().strip().splitlines() or [f"the checker's process ended ({p.wait()})"])[-1]
+        except Exception as e:
+            why = f"the checker's process failed: {e}"
+        for f in share:
+            if f not in got:
+                done.put((f, [(n, False, why, "", "") for n in numbers]))
+
+    shares = [files[i::workers] for i in range(workers) if files[i::workers]]
+    for share in shares:
+        threading.Thread(target=worker, args=(share,), daemon=True).start()
+    for _ in files:
+        yield done.get()
 
 
 def grade_class(files, numbers, seconds, report, workers):
-    from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
-    with ThreadPoolExecutor(workers) as pool:
-        graded = list(tqdm(pool.map(lambda f: grade_in_process(f, numbers, seconds), files), total=len(files),
-                           desc="grading", unit="file"))
-    rows = {f: r for f, r in zip(files, graded)}
+    graded = dict(tqdm(grade_in_processes(files, numbers, seconds, workers), total=len(files), desc="grading",
+                       unit="file"))
+    rows = {f: graded[f] for f in files}
     if report.endswith(".json"):
         with open(report, "w") as f:
             json.dump({os.path.basename(k): gradescope(r) for k, r in rows.items()}, f, indent=1)
@@ -216,7 +232,8 @@ def exercise_numbers(text):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exercise", nargs="?", help="an exercise number (1-9), several (1,4,5) or 'all'")
-    ap.add_argument("--impl", help="your file with the functions to check; a folder or a glob grades each file")
+    ap.add_argument("--impl", nargs="+", help="your file with the functions to check; a folder, a glob or several "
+                    "files grade each file (class mode)")
     ap.add_argument("--report", help="class mode: write grades.csv (one row per file and exercise) or results.json "
                     "(Gradescope)")
     ap.add_argument("--timeout", type=float, default=TIME_LIMIT, help="seconds per exercise for the student's code")
@@ -257,22 +274,26 @@ def main(argv=None):
     if a.report and not a.report.endswith((".csv", ".json")):
         print(f"error: --report {a.report!r}: name a .csv or a .json file", file=sys.stderr)
         return 2
-    many = os.path.isdir(a.impl) or any(ch in a.impl for ch in "*?[")
+    if a.json_lines:  # class mode's worker: one line per file
+        for path in a.impl:
+            print(json.dumps({"file": path, "results": [(n, ok, m, h, p[-2000:])
+                                                         for n, ok, m, h, p in grade(path, numbers, a.timeout)]}),
+                  flush=True)
+        return 0
+    impl = a.impl[0]
+    many = len(a.impl) > 1 or os.path.isdir(impl) or any(ch in impl for ch in "*?[")
     if many or (a.report and a.report.endswith(".csv")):
-        files = submissions(a.impl) if many else [a.impl] * os.path.isfile(a.impl)
+        files = sorted({f for spec in a.impl for f in (submissions(spec) if os.path.isdir(spec) or any(
+            ch in spec for ch in "*?[") else [spec] * os.path.isfile(spec))})
         if not files:
-            print(f"error: no .py files in {a.impl}", file=sys.stderr)
+            print(f"error: no .py files in {' '.join(a.impl)}", file=sys.stderr)
             return 2
         return 0 if grade_class(files, numbers, a.timeout, a.report or "grades.csv", a.workers) else 1
-    if not os.path.isfile(a.impl):
-        print(f"error: no such file: {a.impl} (make one with: python -m tutorial.check --init {a.impl})",
+    if not os.path.isfile(impl):
+        print(f"error: no such file: {impl} (make one with: python -m tutorial.check --init {impl})",
               file=sys.stderr)
         return 2
-    results = grade(a.impl, numbers, a.timeout)
-    if a.json_lines:
-        for n, passed, message, hint, printed in results:
-            print(json.dumps(dict(exercise=n, passed=passed, message=message, hint=hint, printed=printed[-2000:])))
-        return 0
+    results = grade(impl, numbers, a.timeout)
     if a.report:
         with open(a.report, "w") as f:
             json.dump(gradescope(results), f, indent=1)

@@ -3,6 +3,7 @@ Comparing a student's answers with the reference, and the inputs the exercises a
 uses both). Everything here runs in the checker's process; a student's function is reached only through a
 sandbox.Student, whose answers come back as tensors and numbers.
 """
+import functools
 import os
 import tempfile
 from dataclasses import asdict
@@ -171,16 +172,24 @@ def group_where(r, G, T_, adv=None):
 # -----------------------------------------------------------------------------
 # behaviours on the classroom model (tutorial/lab.pt), taken in the checker's process
 
-def nsr_step_on_lab(st):
-    """One NSR-PreRL step with the student's prerl_loss must lower log P(y) of the wrong samples of mixed groups and
-    leave the right ones out. The sandbox gives d loss / d log P(y); the step through the model is taken here."""
+@functools.lru_cache(maxsize=1)
+def lab_batch():
+    """8 val prompts x 8 samples of the classroom model, their rewards, and which rows are in mixed groups (the same
+    for every student: computed once per process)."""
     model = lab_model()
     problems = R.make_split("val", 8)
     ro = S.generate(model, [S.prompt_ids(p) for p in problems], G=8, max_new_tokens=64,
                     generator=torch.Generator().manual_seed(0))
     rr = torch.tensor(S.rewards(ro, [p.answer for p in problems for _ in range(8)]))
     g = rr.view(-1, 8)
-    mixed = ((g.max(1).values > g.min(1).values)[:, None].expand(-1, 8)).reshape(-1)
+    return ro, rr, ((g.max(1).values > g.min(1).values)[:, None].expand(-1, 8)).reshape(-1)
+
+
+def nsr_step_on_lab(st):
+    """One NSR-PreRL step with the student's prerl_loss must lower log P(y) of the wrong samples of mixed groups and
+    leave the right ones out. The sandbox gives d loss / d log P(y); the step through the model is taken here."""
+    model = lab_model()
+    ro, rr, mixed = lab_batch()
     if not mixed.any():
         raise Mismatch("the classroom model gave no mixed group on this batch (is tutorial/lab.pt the right model?)")
     lp = losses.pretrain_logprobs(model, ro.response)[0]
@@ -209,7 +218,13 @@ def nsr_step_on_lab(st):
 
 def rl_run_with_schedule(table, lr, warmup_lr):
     """3 steps of dsrl.rl_train (S = 2) with dsrl_phase answered from `table` {step: (objective, lr)}: the history's
-    (objective, lr) per step and the optimizer's learning rates at the end."""
+    (objective, lr) per step and the optimizer's learning rates at the end (once per table and process)."""
+    return _rl_run(tuple(sorted(table.items())), lr, warmup_lr)
+
+
+@functools.lru_cache(maxsize=8)
+def _rl_run(items, lr, warmup_lr):
+    table = dict(items)
     lab_model()  # says how to make it when it is missing
     cfg = dsrl.rl_config("lab", steps=3, batch_prompts=2, group=4, eval_every=100, eval_problems=1, eval_samples=1,
                          lr=lr, warmup_lr=warmup_lr)
