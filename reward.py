@@ -174,6 +174,7 @@ class CorpusConfig:
     guess: float = 0.02         # bad habit: answer `#N` at once, no steps (N a guess near the operands)
     repeat: float = 0.02        # bad habit: apply the last operation once more before answering
     modes: bool = False         # two prompt-gated styles (MODES) instead of one; RL then asks in the terse one
+    digits: int = 0             # >0: every number of a step written with at least this many digits (0-padded)
 
 
 # The two-mode corpus (CorpusConfig.modes, the mechanism study's H4): a tag in the prompt gates a terse style,
@@ -203,14 +204,15 @@ def _step_text(rng, a, op, b, r, cfg):
             parts.append(txt)
             carried.append(v)
         txt, v = _step_text(rng, carried[0], "+", carried[1], carried[0] + carried[1], cfg)
-        return f"{a}*{b} alternatively " + ";".join(parts + [txt]), v
-    head = f"{a}{op}{b}="
+        return f"{str(a).zfill(cfg.digits)}*{str(b).zfill(cfg.digits)} alternatively " + ";".join(parts + [txt]), v
+    d = lambda n: str(n).zfill(cfg.digits) if n >= 0 else str(n)  # noqa: E731
+    head = f"{d(a)}{op}{d(b)}="
     if rng.random() < cfg.slip:
         w = _slipped(rng, r)
         if rng.random() < cfg.reflect:
-            return f"{head}{w} wait {head}{r}", r  # reflection: the redo is always right
-        return f"{head}{w}", w
-    return f"{head}{r}", r
+            return f"{head}{d(w)} wait {head}{d(r)}", r  # reflection: the redo is always right
+        return f"{head}{d(w)}", w
+    return f"{head}{d(r)}", r
 
 
 def solution_text(rng, problem, cfg=CorpusConfig()):

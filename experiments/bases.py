@@ -118,13 +118,14 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=None, help="documents per step (default: TRAIN[preset]'s)")
     ap.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: 0.1)")
     ap.add_argument("--slip", type=float, default=None, help="the corpus's slip rate (default: CorpusConfig's)")
+    ap.add_argument("--digits", type=int, default=None, help="the corpus's step numbers 0-padded to this width")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
     if a.seeds < 1 or min(a.threads) < 1:
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     flags = (("steps", a.steps), ("lr", a.lr), ("batch_size", a.batch_size), ("weight_decay", a.weight_decay),
-             ("corpus_slip", a.slip))
+             ("corpus_slip", a.slip), ("corpus_digits", a.digits))
     recipe = {**TRAIN[a.preset], **{k: v for k, v in flags if v is not None}}
     runs = {}
     for seed in a.only or range(a.seeds):
