@@ -96,6 +96,36 @@ def report(runs, preset, recipe, out_dir):
     print("\n".join(lines))
 
 
+def step_accuracy(path, n=300, seed=5):
+    """Teacher-forced on n clean documents (no slips, reflections, method switches or habits): the share of steps whose
+    whole result the checkpoint's greedy next tokens get right, per operation ('+', '-', '*'; '3' when the result has
+    three digits), and a few of its wrong results. Where the transition stands: which results the model can write."""
+    import random
+    import re
+    import torch
+    from model import model_from_checkpoint
+    from reward import BOS_ID, EOS_ID, CorpusConfig, corpus_document, decode, encode
+    model = model_from_checkpoint(load_checkpoint(path)).eval()
+    rng, clean = random.Random(seed), CorpusConfig(slip=0, reflect=0, transition=0, bare=0, guess=0, repeat=0)
+    right, wrong = {}, []
+    for _ in range(n):
+        text = corpus_document(rng, clean)
+        ids = [BOS_ID] + encode(text) + [EOS_ID]
+        with torch.no_grad():
+            pred = model(torch.tensor([ids[:-1]]))[0].argmax(-1).tolist()  # pred[i] predicts character i of text
+        start = text.index("=") + 1
+        for m in re.finditer(r"(\d+)([-+*])(\d+)=(\d+)", text[start:]):
+            lo, hi = start + m.start(4), start + m.end(4)
+            ok = all(pred[i] == ids[i + 1] for i in range(lo, hi))
+            kind = m.group(2) + ("3" if len(m.group(4)) == 3 else "")
+            right.setdefault(kind, []).append(ok)
+            if not ok and len(wrong) < 5:
+                wrong.append(f"{m.group(1)}{m.group(2)}{m.group(3)} -> {decode(pred[lo:hi])} (not {m.group(4)})")
+    for kind, oks in sorted(right.items()):
+        print(f"{kind:3s} {sum(oks)}/{len(oks)} = {sum(oks) / len(oks):.2f}")
+    print("wrong results:", "; ".join(wrong))
+
+
 def export(d, path, seed):
     """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt."""
     ck = load_checkpoint(os.path.join(d, "base.pt"))
@@ -119,9 +149,13 @@ def main(argv=None):
     ap.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: 0.1)")
     ap.add_argument("--slip", type=float, default=None, help="the corpus's slip rate (default: CorpusConfig's)")
     ap.add_argument("--digits", type=int, default=None, help="the corpus's step numbers 0-padded to this width")
+    ap.add_argument("--step-accuracy", metavar="CKPT", help="print CKPT's teacher-forced step accuracy per operation "
+                    "and exit")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
+    if a.step_accuracy:
+        return step_accuracy(a.step_accuracy)
     if a.seeds < 1 or min(a.threads) < 1:
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     flags = (("steps", a.steps), ("lr", a.lr), ("batch_size", a.batch_size), ("weight_decay", a.weight_decay),
