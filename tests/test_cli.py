@@ -57,6 +57,9 @@ BAD = [
     ("-m tutorial.check", ["1", "--impl", "nope.py"], ["nope.py"]),
     ("-m tutorial.check", ["1"], ["--impl"]),
     ("-m tutorial.check", ["1", "--impl", "{d}/broken.py"], ["SyntaxError"]),
+    ("-m tutorial.check", ["1", "--impl", SOLUTIONS, "--report", "grades.txt"], ["grades.txt", ".csv"]),
+    ("-m tutorial.check", ["1", "--impl", SOLUTIONS, "--timeout", "0"], ["--timeout"]),
+    ("-m tutorial.check", ["1,12", "--impl", SOLUTIONS], ["1,12"]),
     ("-m tutorial.check", ["--init", "{d}/mine.py"], ["mine.py", "not overwriting"]),  # never a student's work
 ]
 IDS = [f"{cmd.removeprefix('-m ')} {' '.join(a.replace('{d}/', '') for a in args)}".strip() for cmd, args, _ in BAD]
