@@ -157,7 +157,7 @@ MUTANTS = [
      "the generator lets intermediate values go below 0", None),
     ("multiply-by-one", "reward.py", [("rng.randint(2, 9) if op == \"*\"", "rng.randint(1, 9) if op == \"*\"")],
      "products by 1 in the questions", None),
-    ("reflection-carries-slip", "reward.py", [('return f"{head}{w} wait {head}{r}", r', 'return f"{head}{w} wait {head}{r}", w')],
+    ("reflection-carries-slip", "reward.py", [('return f"{head}{d(w)} wait {head}{d(r)}", r', 'return f"{head}{d(w)} wait {head}{d(r)}", w')],
      "after a reflection the corpus carries the wrong value on", None),
     ("markers-substring", "reward.py", [('len(re.findall(rf"\\b{m}\\b", text))', "text.count(m)")],
      "'waiting' counts as a reflection marker", None),
