@@ -195,6 +195,7 @@ def _slipped(rng, r):
 
 def _step_text(rng, a, op, b, r, cfg):
     """One step as text plus the value carried on (wrong if it slipped and was not caught)."""
+    d = lambda n: str(n).zfill(cfg.digits) if n >= 0 else str(n)  # noqa: E731  (digits 0: str(n))
     if op == "*" and 10 <= a <= 99 and a % 10 and rng.random() < cfg.transition:
         # transition: a hard product done by splitting the tens from the units
         t, u = a - a % 10, a % 10
@@ -204,8 +205,7 @@ def _step_text(rng, a, op, b, r, cfg):
             parts.append(txt)
             carried.append(v)
         txt, v = _step_text(rng, carried[0], "+", carried[1], carried[0] + carried[1], cfg)
-        return f"{str(a).zfill(cfg.digits)}*{str(b).zfill(cfg.digits)} alternatively " + ";".join(parts + [txt]), v
-    d = lambda n: str(n).zfill(cfg.digits) if n >= 0 else str(n)  # noqa: E731
+        return f"{d(a)}*{d(b)} alternatively " + ";".join(parts + [txt]), v
     head = f"{d(a)}{op}{d(b)}="
     if rng.random() < cfg.slip:
         w = _slipped(rng, r)
