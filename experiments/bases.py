@@ -126,6 +126,29 @@ def step_accuracy(path, n=300, seed=5):
     print("wrong results:", "; ".join(wrong))
 
 
+def step_time(preset, batch_sizes=(16, 32, 64), steps=20):
+    """Seconds per pre-training step of the preset's model at each batch size (this process's torch threads; the
+    median of `steps` steps after 5 warm-up steps): what a schedule of N steps of B documents costs here."""
+    import random
+    import statistics
+    import time
+    import torch
+    from model import GPT, PRESETS
+    from reward import CorpusConfig
+    from train import corpus_batches, pretrain_step
+    torch.manual_seed(0)
+    model = GPT(PRESETS[preset])
+    opt = model.configure_optimizers(1e-3)
+    for B in batch_sizes:
+        batches, times = corpus_batches(random.Random(0), CorpusConfig(), B, "cpu"), []
+        for i in range(5 + steps):
+            x, y = next(batches)
+            t0 = time.perf_counter()
+            pretrain_step(model, opt, x, y, int((y != -1).sum()), None, 1)
+            times.append(time.perf_counter() - t0)
+        print(f"{preset}, batch {B}: {statistics.median(times[5:]):.3f} s per step ({torch.get_num_threads()} threads)")
+
+
 def export(d, path, seed):
     """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt."""
     ck = load_checkpoint(os.path.join(d, "base.pt"))
@@ -151,11 +174,15 @@ def main(argv=None):
     ap.add_argument("--digits", type=int, default=None, help="the corpus's step numbers 0-padded to this width")
     ap.add_argument("--step-accuracy", metavar="CKPT", help="print CKPT's teacher-forced step accuracy per operation "
                     "and exit")
+    ap.add_argument("--step-time", action="store_true", help="print the seconds per pre-training step of --preset's "
+                    "model at batch sizes 16, 32, 64 and exit")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
     if a.step_accuracy:
         return step_accuracy(a.step_accuracy)
+    if a.step_time:
+        return step_time(a.preset)
     if a.seeds < 1 or min(a.threads) < 1:
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     flags = (("steps", a.steps), ("lr", a.lr), ("batch_size", a.batch_size), ("weight_decay", a.weight_decay),
