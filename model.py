@@ -12,6 +12,7 @@ Two things differ from nanoGPT, both for RL:
 import atexit
 import math
 import os
+import platform
 import signal
 import sys
 from dataclasses import dataclass
@@ -282,6 +283,19 @@ def restore(path, run, model, opt, rng, device):
 def rng_state(rng):
     """Everything random a resumed run needs: our own Python generator and torch's global one."""
     return {"python": rng.getstate(), "torch": torch.get_rng_state()}
+
+
+def machine(device="cpu"):
+    """What a run's floats depend on, for its record: the chip, torch's thread count and version. The same seed on
+    the same chip and thread count gives bit-identical CPU pre-training; another thread count sums the matmuls in
+    another order (results/cpu/bases/README.md measures how far the base then moves)."""
+    if str(device).startswith("cuda"):
+        chip = torch.cuda.get_device_name(torch.device(device))
+    else:
+        chip = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                    None) if os.path.exists("/proc/cpuinfo") else None
+        chip = chip or platform.processor() or platform.machine()
+    return {"chip": chip, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def kill_point(step):

@@ -32,14 +32,21 @@ import json, sys, torch
 import train as T
 preset, seed, threads, out, recipe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
 torch.set_num_threads(threads)
-corpus = T.CorpusConfig(**{k[len("corpus_"):]: recipe.pop(k) for k in list(recipe) if k.startswith("corpus_")})
+corpus = {k[len("corpus_"):]: recipe.pop(k) for k in list(recipe) if k.startswith("corpus_")}
 cfg = T.pretrain_config(preset, seed=seed, eval_every=max(1, recipe["steps"] // 20), corpus=corpus, **recipe)
 T.pretrain(cfg, out, "cpu", resume=True)
 """
 
 
+def flat_recipe(preset):
+    """TRAIN[preset] with its corpus fields as corpus_<field> keys (one flat dict of numbers)."""
+    recipe = dict(TRAIN[preset])
+    return {**recipe, **{f"corpus_{k}": v for k, v in recipe.pop("corpus", {}).items()}}
+
+
 def run_dir(out, preset, recipe, seed, threads):
-    name = "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()) if v != TRAIN[preset].get(k)) or "recipe"
+    preset_recipe = flat_recipe(preset)
+    name = "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()) if v != preset_recipe.get(k)) or "recipe"
     return os.path.join(out, preset, "bases", name, f"s{seed}-t{threads}")
 
 
@@ -60,21 +67,25 @@ def plateau(curve):
     return max(p) - min(p), max(l) - min(l)
 
 
+def where(machine):
+    return f"{machine['chip']}, {machine['threads']} threads, torch {machine['torch']}" if machine else "not recorded"
+
+
 def report(runs, preset, recipe, out_dir):
     """bases.json / bases.md / bases.png of finished runs {label: base_eval dict}."""
     rows, lines = {}, [f"# base models ({preset} preset, recipe {recipe})", "",
                        f"`python -m experiments.bases {' '.join(sys.argv[1:])}` on {os.cpu_count()} CPU cores", "",
                        "| run | test pass@1 | pass@8 | wait % | last-20% val pass@1 spread | held-out loss spread | "
-                       "plateau | minutes |", "|---|---|---|---|---|---|---|---|"]
+                       "plateau | minutes | machine |", "|---|---|---|---|---|---|---|---|---|"]
     for label, m in runs.items():
         dp, dl = plateau(m["curve"])
         flat = dp <= PLATEAU_PASS and dl <= PLATEAU_LOSS
         rows[label] = {"test_pass@1": m["pass@1"], "pass@8": m.get("pass@8"), "wait_share": m["wait_share"],
-                       "spread_val_pass@1": dp, "spread_heldout_loss": dl, "plateau": flat,
+                       "spread_val_pass@1": dp, "spread_heldout_loss": dl, "plateau": flat, "machine": m.get("machine"),
                        "minutes": m["pretrain_minutes"], "curve": m["curve"]}
         lines.append(f"| {label} | {m['pass@1']:.3f} | {m.get('pass@8', float('nan')):.3f} | "
                      f"{100 * m['wait_share']:.1f} | {dp:.3f} | {dl:.4f} | {'yes' if flat else 'no'} | "
-                     f"{m['pretrain_minutes']:.1f} |")
+                     f"{m['pretrain_minutes']:.1f} | {where(m.get('machine'))} |")
     p1 = [r["test_pass@1"] for r in rows.values()]
     mc = mean_ci(p1)
     lines += ["", f"test pass@1 over the {len(p1)} runs: {mc[0]:.3f} ± {mc[1]:.3f} (95% t), spread "
@@ -134,13 +145,12 @@ def step_time(preset, batch_sizes=(16, 32, 64), steps=20):
     import time
     import torch
     from model import GPT, PRESETS
-    from reward import CorpusConfig
-    from train import corpus_batches, pretrain_step
+    from train import corpus_batches, pretrain_config, pretrain_step
     torch.manual_seed(0)
     model = GPT(PRESETS[preset])
     opt = model.configure_optimizers(1e-3)
     for B in batch_sizes:
-        batches, times = corpus_batches(random.Random(0), CorpusConfig(), B, "cpu"), []
+        batches, times = corpus_batches(random.Random(0), pretrain_config(preset).corpus, B, "cpu"), []
         for i in range(5 + steps):
             x, y = next(batches)
             t0 = time.perf_counter()
@@ -150,12 +160,13 @@ def step_time(preset, batch_sizes=(16, 32, 64), steps=20):
 
 
 def export(d, path, seed):
-    """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt."""
+    """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt; pre-training's
+    metrics and curve (base_eval.json) ride along as "base_eval"."""
     ck = load_checkpoint(os.path.join(d, "base.pt"))
     with open(os.path.join(d, "base_eval.json")) as f:
         m = json.load(f)
     save_checkpoint(path, {"model": ck["model"], "config": ck["config"], "preset": ck["preset"], "seed": seed,
-                           "done": True, "run": ck["run"], "base_eval": {k: v for k, v in m.items() if k != "curve"}})
+                           "done": True, "run": ck["run"], "base_eval": m})
 
 
 def main(argv=None):
@@ -170,12 +181,13 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TRAIN[preset]'s)")
     ap.add_argument("--batch-size", type=int, default=None, help="documents per step (default: TRAIN[preset]'s)")
     ap.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: 0.1)")
-    ap.add_argument("--slip", type=float, default=None, help="the corpus's slip rate (default: CorpusConfig's)")
+    ap.add_argument("--slip", type=float, default=None, help="the corpus's slip rate (default: TRAIN[preset]'s corpus)")
     ap.add_argument("--digits", type=int, default=None, help="the corpus's step numbers 0-padded to this width")
     ap.add_argument("--step-accuracy", metavar="CKPT", help="print CKPT's teacher-forced step accuracy per operation "
                     "and exit")
     ap.add_argument("--step-time", action="store_true", help="print the seconds per pre-training step of --preset's "
                     "model at batch sizes 16, 32, 64 and exit")
+    ap.add_argument("--report", metavar="DIR", help="write bases.md / .json / .png to DIR (default: beside the runs)")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
@@ -187,7 +199,7 @@ def main(argv=None):
         fail(f"--seeds and --threads must be positive, got {a.seeds} and {a.threads}")
     flags = (("steps", a.steps), ("lr", a.lr), ("batch_size", a.batch_size), ("weight_decay", a.weight_decay),
              ("corpus_slip", a.slip), ("corpus_digits", a.digits))
-    recipe = {**TRAIN[a.preset], **{k: v for k, v in flags if v is not None}}
+    recipe = {**flat_recipe(a.preset), **{k: v for k, v in flags if v is not None}}
     runs = {}
     for seed in a.only or range(a.seeds):
         for t in a.threads:
@@ -198,7 +210,9 @@ def main(argv=None):
             if a.export and t == a.threads[0]:
                 export(d, os.path.join(a.export, f"s{seed}.pt"), seed)
     if a.only is None:
-        report(runs, a.preset, recipe, os.path.dirname(d))
+        if a.report:
+            os.makedirs(a.report, exist_ok=True)
+        report(runs, a.preset, recipe, a.report or os.path.dirname(d))
 
 
 if __name__ == "__main__":

@@ -33,23 +33,28 @@ from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
 from model import load_checkpoint, model_from_checkpoint
 from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, step_is_wrong
 from sample import Rollout, generate, prompt_ids, rewards, token_classes
-from dsrl import RL, rl_config
+from dsrl import RL, committed_base, rl_config
 
 WARMUP_LR = 3e-5   # the DSRL warmup learning rate the paper suite chose on the val split (RESULTS.md)
 WARMUP_SHARE = 0.1  # the S the paper suite chose (10% of the RL steps)
 
 
-def base_dirs(out_dir, seed):
-    return os.path.join(out_dir, f"base-s{seed}"), os.path.join(out_dir, f"base-modes-s{seed}")
+def base_paths(out_dir, seed, preset):
+    """(faithful base, two-mode base) of a seed: the faithful one is the committed base where there is one."""
+    return (committed_base(preset, seed) or os.path.join(out_dir, f"base-s{seed}", "base.pt"),
+            os.path.join(out_dir, f"base-modes-s{seed}", "base.pt"))
 
 
-def stage1_jobs(out_dir, seeds):
-    """One faithful and one two-mode base per seed, pre-training seed = run seed."""
+def stage1_jobs(out_dir, seeds, preset):
+    """One faithful and one two-mode base per seed, pre-training seed = run seed (a committed faithful base is
+    not pre-trained again: its job records the pre-training stored in it)."""
     jobs = []
     for s in seeds:
-        faithful, modes = base_dirs(out_dir, s)
-        jobs.append(dict(name="pretrain", kind="pretrain", seed=s, dir=faithful))
-        jobs.append(dict(name="pretrain-modes", kind="pretrain", seed=s, dir=modes, corpus=dict(modes=True)))
+        faithful, modes = base_paths(out_dir, s, preset)
+        committed = dict(committed=faithful) if faithful == committed_base(preset, s) else {}
+        jobs.append(dict(name="pretrain", kind="pretrain", seed=s, dir=os.path.dirname(faithful), **committed))
+        jobs.append(dict(name="pretrain-modes", kind="pretrain", seed=s, dir=os.path.dirname(modes),
+                         corpus=dict(modes=True)))
     return jobs
 
 
@@ -57,7 +62,7 @@ OFFICIAL = dict(weight_decay=0.01)  # verl's AdamW default, in every official-se
 OFFICIAL_WARMUP = dict(OFFICIAL, warmup_coef=0.01)  # pretrain_loss_coef, at the GRPO learning rate
 
 
-def stage2_jobs(out_dir, seeds, steps, lr):
+def stage2_jobs(out_dir, seeds, steps, lr, preset):
     """Per seed, on that seed's bases; the H2 probe runs inside the faithful-corpus NSR-PreRL runs (probe=True).
     Ordered by group over all seeds, so that every seed has a group before the next group starts: the bases and
     H1 / H2, then the H3 comparison, then H4, then H3's controls.
@@ -67,7 +72,7 @@ def stage2_jobs(out_dir, seeds, steps, lr):
     S, short = max(1, round(WARMUP_SHARE * steps)), max(1, steps // 2)
     groups = [[], [], [], []]
     for s in seeds:
-        faithful, modes = (os.path.join(d, "base.pt") for d in base_dirs(out_dir, s))
+        faithful, modes = base_paths(out_dir, s, preset)
         nsr = dict(objective="nsr-prerl", seed=s, steps=short, base=faithful, probe=True, eval_every=max(1, short // 5))
         # 40-step runs evaluate every 10 steps instead of the suite's 5: the same curves at half the evaluation cost
         run = dict(seed=s, steps=steps, base=faithful, eval_every=max(1, steps // 4))
@@ -207,9 +212,9 @@ def mechanisms(args, device, preset):
     seeds = range(args.seeds)
     steps = args.steps or SUITE_STEPS[preset] or RL[preset]["steps"]
     workers = args.workers  # None: suite.worker_devices' default
-    stage1 = stage1_jobs(out_dir, seeds)
+    stage1 = stage1_jobs(out_dir, seeds, preset)
     run_pool(stage1, preset, device, out_dir, workers, f"mechanisms {preset} stage 1/2")
-    stage2 = stage2_jobs(out_dir, seeds, steps, RL[preset]["lr"])
+    stage2 = stage2_jobs(out_dir, seeds, steps, RL[preset]["lr"], preset)
     run_pool(stage2, preset, device, out_dir, workers, f"mechanisms {preset} stage 2/2", fn=run_mechanism_job)
     runs = load_runs(out_dir, stage1 + stage2)
     meta = {"preset": preset, "device": device, "cpu_cores": os.cpu_count(), "steps": steps, "seeds": args.seeds,

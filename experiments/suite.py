@@ -23,9 +23,9 @@ from experiments.claims import GRID_LRS, MECH_LRS, SWEEP, claims_report, suite_f
 from experiments.report import mean_ci, write_json
 from losses import conditional_logprobs, gradient_alignment, logprob_gap, pretrain_logprobs
 from model import load_checkpoint, model_from_checkpoint, rank_world
-from reward import CorpusConfig, UserError, fail, make_split
+from reward import UserError, fail, make_split
 from sample import final_metrics, generate, prompt_ids
-from dsrl import RL, default_warmup, rl_config, schedule
+from dsrl import RL, committed_base, default_warmup, rl_config, schedule
 from train import common_args, device_and_preset, pretrain, pretrain_config, rl_train
 
 SUITE_HP = {  # what the suite changes in RL[preset] so that 3 seeds of every run fit about an hour on 2 cores;
@@ -109,8 +109,10 @@ def run_job(job, preset, device, out_dir, threads, kinds=None, eval_extra=None):
     tag = job.get("hp", {}).get("prompt_tag", "Q")
     if kinds and kind in kinds:
         record = {**job, **kinds[kind](job, preset, device)}
+    elif kind == "pretrain" and job.get("committed"):  # a committed base: the pre-training recorded in it
+        record = {**job, "base_eval": base_eval(job["committed"])}
     elif kind == "pretrain":
-        cfg = pretrain_config(preset, seed=job["seed"], corpus=CorpusConfig(**job.get("corpus", {})))
+        cfg = pretrain_config(preset, seed=job["seed"], corpus=job.get("corpus"))
         _, m, _ = pretrain(cfg, job["dir"], device, resume=True, progress=False)
         record = {**job, "base_eval": m}
     elif kind == "alignment":
@@ -208,8 +210,13 @@ def run_pool(jobs, preset, device, out_dir, workers, desc, fn=None):
                 raise RuntimeError(f"suite job {j['name']} (seed {j['seed']}) failed") from fut.exception()
 
 
-def base_eval(d):
-    with open(os.path.join(d, "base_eval.json")) as f:
+def base_eval(path):
+    """Pre-training's metrics of the base at path: kept in a committed base's checkpoint, else the base_eval.json
+    that train.pretrain wrote beside it."""
+    ck = load_checkpoint(path)
+    if "base_eval" in ck:
+        return ck["base_eval"]
+    with open(os.path.join(os.path.dirname(path), "base_eval.json")) as f:
         return json.load(f)
 
 
@@ -248,17 +255,19 @@ def suite(args, device, preset):
     steps = args.steps or SUITE_STEPS[preset] or RL[preset]["steps"]
     seeds = range(args.seeds)
     workers = args.workers  # None: worker_devices' default (one per GPU on a machine with several)
-    base = os.path.join(args.out, preset, "base.pt")
+    base = committed_base(preset, 0) or os.path.join(args.out, preset, "base.pt")  # the committed base if there is one
     if not os.path.exists(base) or not load_checkpoint(base).get("done", True):
         pretrain(pretrain_config(preset), os.path.join(args.out, preset), device, resume=True)
     nohabits_dir = os.path.join(out_dir, "base-nohabits")
     nohabits = os.path.join(nohabits_dir, "base.pt")
     # a second habits base (pre-training seed 1) measures how much the base moves with the corpus stream alone
     seed1_dir = os.path.join(out_dir, "base-seed1")
+    seed1 = committed_base(preset, 1) or os.path.join(seed1_dir, "base.pt")
     stage1 = [dict(name="pretrain-nohabits", kind="pretrain", seed=0, dir=nohabits_dir,
                    corpus=dict(guess=0.0, repeat=0.0)),
-              dict(name="pretrain-habits", kind="pretrain", seed=1, dir=seed1_dir),
               dict(name="alignment", kind="alignment", seed=0, base=base)]
+    if not committed_base(preset, 1):
+        stage1.append(dict(name="pretrain-habits", kind="pretrain", seed=1, dir=seed1_dir))
     stage1 += [dict(name="base", kind="base", seed=s, base=base) for s in seeds]
     stage1 += grid_jobs(steps, seeds, base)
     run_pool(stage1, preset, device, out_dir, workers, f"suite {preset} stage 1/2")
@@ -276,9 +285,9 @@ def suite(args, device, preset):
                f"largest of {GRID_LRS} keeping val pass@1 >= base - {TOLERANCE} up to {max_phase} steps",
                "dsrl_S_share": s_best, "dsrl": sweep_name(s_best),
                "command": " ".join(["python -m experiments.suite", *sys.argv[1:]]), "wall_minutes": (time.time() - t0) / 60,
-               "pretrain": {"habits, pre-training seed 0 (the base)": base_eval(os.path.dirname(base)),
-                            "habits, pre-training seed 1": base_eval(seed1_dir),
-                            "no habits, pre-training seed 0": base_eval(nohabits_dir)},
+               "base": os.path.relpath(base), "pretrain": {"habits, pre-training seed 0 (the base)": base_eval(base),
+                                                           "habits, pre-training seed 1": base_eval(seed1),
+                                                           "no habits, pre-training seed 0": base_eval(nohabits)},
                "configs": {}}
     for name, rs in runs.items():
         if "final" not in rs[0]:

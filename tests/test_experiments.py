@@ -93,6 +93,25 @@ def test_suite_reuses_a_finished_job_only_with_the_same_settings(tiny_base, tmp_
     assert json.load(open(path))["lr"] == 1e-2  # another learning rate under the same name: run again
 
 
+def test_the_suites_start_from_the_committed_base_of_a_seed(tiny_base, tmp_path, monkeypatch):
+    """With a committed base for seed 0 only, the mechanism study pre-trains seed 1 but not seed 0, runs seed 0's
+    RL from the committed file, and its pre-training record is the one stored in that file."""
+    import dsrl
+    committed = tmp_path / "bases"
+    committed.mkdir()
+    ck = M.load_checkpoint(str(tiny_base))
+    M.save_checkpoint(committed / "s0.pt", {**ck, "done": True, "base_eval": {"pass@1": 0.25, "curve": []}})
+    monkeypatch.setattr(dsrl, "COMMITTED_BASES", {"tiny": str(committed)})
+    jobs = {j["seed"]: j for j in MECH.stage1_jobs(str(tmp_path / "m"), [0, 1], "tiny") if j["name"] == "pretrain"}
+    assert jobs[0]["committed"] == str(committed / "s0.pt") and "committed" not in jobs[1]
+    bases = {j["seed"]: j["base"] for j in MECH.stage2_jobs(str(tmp_path / "m"), [0, 1], 2, 1e-4, "tiny")
+             if j["name"] == "base"}
+    assert bases[0] == str(committed / "s0.pt") and bases[1] == str(tmp_path / "m/base-s1/base.pt")
+    (tmp_path / "m/runs").mkdir(parents=True)
+    rec = json.load(open(suite.run_job(jobs[0], "tiny", "cpu", str(tmp_path / "m"), threads=torch.get_num_threads())))
+    assert rec["base_eval"] == {"pass@1": 0.25, "curve": []} and not (tmp_path / "m/base-s0").exists()
+
+
 # --- the mechanism study's probe ---------------------------------------------------------------------------
 
 def test_wait_probe_is_the_probability_of_the_wait_tokens():

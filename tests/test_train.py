@@ -4,6 +4,7 @@ held-out evaluations, the logging-only pass, micro-batches, checkpoints, resume 
 import copy
 import json
 import math
+import os
 import random
 
 import pytest
@@ -58,6 +59,29 @@ def test_pretrain_config_takes_the_preset_and_ignores_unset_overrides():
     cfg = T.pretrain_config("tiny", steps=None, seed=3, micro_batch=None)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.micro_batch) == (150, 32, 3e-3, 3, None)
     assert T.pretrain_config("gpu").micro_batch == 64 and T.pretrain_config("gpu", micro_batch=8).micro_batch == 8
+
+
+def test_pretrain_config_merges_corpus_fields_over_the_presets_own():
+    """TRAIN["cpu"] pre-trains on a corpus of slip 0.25; a caller's corpus fields (the suites' no-habits base)
+    change only those fields, and a preset without a corpus entry keeps CorpusConfig's defaults."""
+    assert T.pretrain_config("cpu").corpus == R.CorpusConfig(slip=0.25)
+    nohabits = T.pretrain_config("cpu", corpus=dict(guess=0.0, repeat=0.0)).corpus
+    assert (nohabits.slip, nohabits.guess, nohabits.repeat) == (0.25, 0.0, 0.0)
+    assert T.pretrain_config("lab").corpus == R.CorpusConfig()
+    assert "corpus" in T.TRAIN["cpu"]  # pretrain_config copies TRAIN's entry, never pops from it
+
+
+def test_pretraining_in_two_processes_with_the_same_threads_gives_identical_weights(tmp_path):
+    """Two processes, same seed and thread count: bit-identical weights (what --retrain on one machine relies on;
+    another thread count changes the floats of the matmuls' sums)."""
+    import subprocess
+    import sys
+    code = ("import sys, torch; torch.set_num_threads(1); import train as T; T.pretrain(T.pretrain_config("
+            "'tiny', steps=24, eval_every=1000, eval_problems=2, eval_samples=1), sys.argv[1], 'cpu', progress=False)")
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": run == "a" and "1" or "2"})
+    assert same(weights(tmp_path / "a/base.pt"), weights(tmp_path / "b/base.pt"))
 
 
 def test_pretraining_micro_batches_give_the_whole_batch_step():
