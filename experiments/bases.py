@@ -41,7 +41,8 @@ T.pretrain(cfg, out, "cpu", resume=True)
 def flat_recipe(preset):
     """TRAIN[preset] with its corpus fields as corpus_<field> keys (one flat dict of numbers)."""
     recipe = dict(TRAIN[preset])
-    return {**recipe, **{f"corpus_{k}": v for k, v in recipe.pop("corpus", {}).items()}}
+    corpus = recipe.pop("corpus", {})
+    return {**recipe, **{f"corpus_{k}": v for k, v in corpus.items()}}
 
 
 def run_dir(out, preset, recipe, seed, threads):

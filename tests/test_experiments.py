@@ -158,6 +158,27 @@ def test_token_comparison_with_another_checkout(tmp_path, capsys):
     assert "6 of 6 rows sampled otherwise" in capsys.readouterr().out
 
 
+def test_bases_recipe_flags_name_the_run_and_reach_the_corpus(tmp_path):
+    """experiments.bases: the preset's corpus fields are flat corpus_* keys (a run of the preset's own recipe is
+    "recipe"); --slip reaches the pre-training corpus, the report and the export carry it, and a rerun reuses the run."""
+    from experiments.bases import flat_recipe, run_dir
+    assert flat_recipe("cpu")["corpus_slip"] == 0.25 and "corpus" not in flat_recipe("cpu")
+    assert run_dir("o", "cpu", flat_recipe("cpu"), 2, 4) == "o/cpu/bases/recipe/s2-t4"
+    assert run_dir("o", "cpu", {**flat_recipe("cpu"), "corpus_slip": 0.1}, 0, 1) == "o/cpu/bases/corpus_slip0.1/s0-t1"
+    args = ["--preset", "tiny", "--seeds", "1", "--threads", "1", "--steps", "20",
+            "--slip", "0.3", "--out", str(tmp_path), "--report", str(tmp_path / "r"), "--export", str(tmp_path / "e")]
+    p = run("-m experiments.bases", *args)
+    assert p.returncode == 0, p.stderr[-800:]
+    rep = json.load(open(tmp_path / "r/bases.json"))
+    assert rep["recipe"]["corpus_slip"] == 0.3 and len(rep["runs"]["seed 0, 1 threads"]["curve"]) >= 1
+    ck = M.load_checkpoint(str(tmp_path / "e/s0.pt"))
+    assert ck["run"]["corpus"]["slip"] == 0.3 and ck["run"]["steps"] == 20 and "optimizer" not in ck
+    assert ck["base_eval"]["machine"]["threads"] == 1 and ck["base_eval"]["curve"]
+    base = tmp_path / "tiny/bases/corpus_slip0.3-steps20/s0-t1/base.pt"
+    stamp = base.stat().st_mtime_ns
+    assert run("-m experiments.bases", *args).returncode == 0 and base.stat().st_mtime_ns == stamp  # finished: reused, not trained again
+
+
 def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
     """experiments.bases judges a base by its curve's last 20% of points: a run still climbing is not flat."""
     from experiments.bases import plateau
