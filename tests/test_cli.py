@@ -53,6 +53,7 @@ BAD = [
     ("-m experiments.bench", ["--preset", "huge"], ["unknown preset 'huge'"]),
     ("-m experiments.bench", ["--tokens-vs", "{d}"], ["not a checkout"]),
     ("-m experiments.bases", ["--preset", "tiny", "--seeds", "0"], ["--seeds", "must be positive"]),
+    ("-m experiments.peers", ["--steps", "0"], ["--steps", "must be positive"]),
     ("-m tutorial.check", ["12", "--impl", SOLUTIONS], ["unknown exercise"]),
     ("-m tutorial.check", ["1", "--impl", "nope.py"], ["nope.py"]),
     ("-m tutorial.check", ["1"], ["--impl"]),

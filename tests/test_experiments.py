@@ -5,6 +5,7 @@ import argparse
 import json
 import re
 
+import pytest
 import torch
 
 import model as M
@@ -177,6 +178,28 @@ def test_bases_recipe_flags_name_the_run_and_reach_the_corpus(tmp_path):
     base = tmp_path / "tiny/bases/corpus_slip0.3-steps20/s0-t1/base.pt"
     stamp = base.stat().st_mtime_ns
     assert run("-m experiments.bases", *args).returncode == 0 and base.stat().st_mtime_ns == stamp  # finished: reused, not trained again
+
+
+def test_peers_bans_our_end_token_and_says_when_the_peers_are_missing(monkeypatch, capsys):
+    """experiments.peers: with its hook our model never writes the end token, so every row runs to the budget (equal
+    work with the peer); without transformers / trl it exits 1 naming what is missing, before any timing."""
+    import importlib.util
+    from experiments import peers
+    torch.manual_seed(0)
+    m = M.GPT(M.PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        m.lm_head.weight[R.EOS_ID] = 50 * m.lm_head.weight.abs().max()  # without the ban, the end token is likely
+        m.transformer.ln_f.weight.fill_(1.0)
+    prompts = [S.prompt_ids(p) for p in R.make_split("test", 6)]
+    free = S.generate(m, prompts, max_new_tokens=12, generator=torch.Generator().manual_seed(0))
+    peers.ban_end_token(m)
+    banned = S.generate(m, prompts, max_new_tokens=12, generator=torch.Generator().manual_seed(0), check_every=10 ** 9)
+    assert not free.mask.all() and banned.mask.all() and not (banned.response == R.EOS_ID).any()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "trl" else real(name))
+    with pytest.raises(SystemExit) as e:
+        peers.main(["--what", "sampler"])
+    assert e.value.code == 1 and "trl not installed" in capsys.readouterr().err
 
 
 def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
