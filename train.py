@@ -60,6 +60,9 @@ class PretrainConfig:
                                     # (the same gradient; None: the whole batch at once)
     seed: int = 0
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    init: str = None                # continue from this checkpoint's weights (a fresh optimizer) instead of a new model
+    mix: str = None                 # a JSONL file of {"text": ...} documents, drawn instead of a corpus document
+    mix_share: float = 0.0          # with this probability (the retry data of experiments/reflection.py)
     eval_every: int = 500           # steps between held-out loss / val pass@1 points of the curve
     eval_problems: int = 200        # the final test evaluation: problems x samples
     eval_samples: int = 8
@@ -95,11 +98,13 @@ def collate(docs, device):
     return x, y
 
 
-def corpus_batches(rng, corpus, batch_size, device, pool=16):
+def corpus_batches(rng, corpus, batch_size, device, pool=16, mix=(), mix_share=0.0):
     """Endless batches of fresh documents `<|bos|>` text `<|eos|>`, drawn `pool` batches at a time and sorted by
-    length, so that a batch holds documents of similar length and few pad tokens are computed."""
+    length, so that a batch holds documents of similar length and few pad tokens are computed. With `mix` (texts)
+    each document is one of them with probability mix_share (drawn at random), else a fresh corpus document."""
+    draw = lambda: rng.choice(mix) if mix and rng.random() < mix_share else corpus_document(rng, corpus)  # noqa: E731
     while True:
-        docs = [[BOS_ID] + encode(corpus_document(rng, corpus)) + [EOS_ID] for _ in range(batch_size * pool)]
+        docs = [[BOS_ID] + encode(draw()) + [EOS_ID] for _ in range(batch_size * pool)]
         docs.sort(key=len)
         chunks = [docs[i:i + batch_size] for i in range(0, len(docs), batch_size)]
         rng.shuffle(chunks)
@@ -162,9 +167,13 @@ def pretrain(cfg, out_dir, device, resume=False, progress=True):
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model = GPT(PRESETS[cfg.preset]).to(device)
+    if cfg.init:  # continued pre-training: the weights of cfg.init, a fresh optimizer and schedule
+        model.load_state_dict(load_checkpoint(cfg.init, map_location=device)["model"])
     opt = model.configure_optimizers(cfg.lr, cfg.weight_decay, device_type=device.split(":")[0])
     path = os.path.join(out_dir, "base.pt")
-    run = {k: v for k, v in asdict(cfg).items() if k != "micro_batch"}  # any chunk size: the same gradient
+    # the settings a resumed run must share (any chunk size: the same gradient; a run that neither continues nor
+    # mixes keeps the record it had before those settings existed)
+    run = {k: v for k, v in asdict(cfg).items() if k != "micro_batch" and not (k.startswith(("init", "mix")) and not v)}
     start, minutes, curve, seen = 0, 0.0, [], 0  # seen: the documents' tokens trained on (FLOPs ~ 6 x params x seen)
     if resume and os.path.exists(path):
         ck = restore(path, run, model, opt, rng, device)
@@ -174,7 +183,11 @@ def pretrain(cfg, out_dir, device, resume=False, progress=True):
     tag = TERSE if cfg.corpus.modes else "Q"  # the two-mode corpus is evaluated in its terse mode, as RL asks
     heldout_docs = corpus_batches(random.Random(10_000), cfg.corpus, 64, device, pool=4)
     heldout = [next(heldout_docs) for _ in range(4)]  # a fixed held-out set (its own seed)
-    batches = corpus_batches(rng, cfg.corpus, cfg.batch_size, device)
+    mix = ()
+    if cfg.mix:
+        with open(cfg.mix) as f:
+            mix = [json.loads(line)["text"] for line in f]
+    batches = corpus_batches(rng, cfg.corpus, cfg.batch_size, device, mix=mix, mix_share=cfg.mix_share)
     t0 = time.time()
     bar = tqdm(range(start, cfg.steps), desc=f"pretrain {cfg.preset}", disable=not progress, initial=start,
                total=cfg.steps)

@@ -84,6 +84,24 @@ def test_pretraining_in_two_processes_with_the_same_threads_gives_identical_weig
     assert same(weights(tmp_path / "a/base.pt"), weights(tmp_path / "b/base.pt"))
 
 
+def test_continued_pretraining_starts_from_init_and_learns_the_mixed_documents(tiny_base, tmp_path):
+    """init: the run starts from that checkpoint's weights (at lr 0 it ends on them exactly); mix at share 1: every
+    document is one of the mix file's, whose loss then falls far below the starting model's."""
+    doc = "Q:1+2*3=2*3=6;1+6=7;#7"
+    (tmp_path / "mix.jsonl").write_text(json.dumps({"text": doc}) + "\n")
+    kw = dict(steps=30, batch_size=8, init=str(tiny_base), mix=str(tmp_path / "mix.jsonl"), mix_share=1.0,
+              eval_every=1000, eval_problems=2, eval_samples=1)
+    T.pretrain(T.pretrain_config("tiny", lr=0.0, **kw), str(tmp_path / "still"), "cpu", progress=False)
+    assert same(weights(tmp_path / "still/base.pt"), weights(tiny_base))
+    T.pretrain(T.pretrain_config("tiny", lr=3e-2, **kw), str(tmp_path / "mixed"), "cpu", progress=False)
+    x, y = T.collate([[R.BOS_ID] + R.encode(doc) + [R.EOS_ID]], "cpu")
+    with torch.no_grad():
+        before, after = (float(T.lm_loss(tiny_model(p), x, y)) for p in (tiny_base, tmp_path / "mixed/base.pt"))
+    assert after < 0.25 * before
+    assert M.load_checkpoint(str(tmp_path / "mixed/base.pt"))["run"]["mix_share"] == 1.0
+    assert "init" not in M.load_checkpoint(str(tiny_base)).get("run", {})
+
+
 def test_pretraining_micro_batches_give_the_whole_batch_step():
     """pretrain_step in chunks of rows, each chunk's loss over the whole batch's token count: the same loss and
     step as the whole batch at once (the documents differ in length, so per-chunk means would differ)."""
