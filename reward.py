@@ -336,6 +336,28 @@ def reflection_stats(texts):
     return {"waits": n, "follows_error": follows / max(n, 1), "redo_right": right / max(n, 1)}
 
 
+def wait_after_steps(texts):
+    """Does a model reflect when it slips? Over every step `a op b=r` of `texts` (the first step of each
+    ';'-separated part, after a method switch's marker): the share of wrong steps and of right steps that
+    ` wait ` follows, and the share of those redos that are right."""
+    n = {True: 0, False: 0}
+    waits = {True: 0, False: 0}
+    redo_right = 0
+    for t in texts:
+        for part in t.split(";"):
+            first, *rest = part.split("alternatively")[-1].split(" wait ")
+            wrong = step_is_wrong(first)
+            if wrong is None:
+                continue
+            n[wrong] += 1
+            if rest:
+                waits[wrong] += 1
+                redo_right += step_is_wrong(rest[0]) is False
+    return {"wrong_steps": n[True], "right_steps": n[False], "wait_after_wrong": waits[True] / max(n[True], 1),
+            "wait_after_right": waits[False] / max(n[False], 1),
+            "redo_right": redo_right / max(waits[True] + waits[False], 1)}
+
+
 TOKEN_CLASSES = ("question operand", "carried operand", "step result", "structure", "marker", "answer", "other")
 _STEP = re.compile(r"([0-9]+)([-+*])([0-9]+)(?:=(-?[0-9]+))?")
 

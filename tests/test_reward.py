@@ -213,3 +213,12 @@ def test_retry_text_ties_the_reflection_to_the_models_own_first_wrong_step():
                      "23*7=161 wait 23*7=161;5+161=165;#165",  # a reflection of its own
                      "23*7=161;#161"):                         # stops early
         assert R.retry_text(p, unusable, random.Random(0)) is None
+
+
+def test_wait_after_steps_counts_reflections_after_wrong_and_after_right_steps():
+    texts = ["23*7=151 wait 23*7=161;5+161=166;166-4=162;#162",   # wrong step reflected on, redo right
+             "23*7=161 wait 23*7=161;5+161=165;165-4=161;#161",   # right step reflected on; a slip left alone
+             "23*7 alternatively 20*7=140;3*7=21 wait 3*7=20;140+20=160;#160"]  # a wrong redo after a right step
+    s = R.wait_after_steps(texts)
+    assert (s["wrong_steps"], s["right_steps"]) == (2, 7)
+    assert s["wait_after_wrong"] == 0.5 and s["wait_after_right"] == 2 / 7 and s["redo_right"] == 2 / 3

@@ -1,0 +1,153 @@
+"""
+Reflection tied to the model's own errors: on-policy retry data, and its control with that reason removed.
+
+    python -m experiments.reflection --preset cpu --seeds 1             # seed 0's base: the tied and the control arm
+    python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
+
+Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
+  1) sample the base on RETRY_PROBLEMS train problems x G at temperature 1 and turn each sample into a retry document
+     (reward.retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
+     the same samples with that step made right and one ` wait ` plus redo after a step drawn at random;
+  2) continue pre-training the base (train.pretrain with init) for --steps steps on a stream where a document is one
+     of those with probability MIX_SHARE and a fresh corpus document otherwise;
+  3) probe the new model on its own samples of the val split: P(" wait" | right after a wrong step) and
+     P(" wait" | right after a right step) teacher-forced with the prompt (P(y|x)) and without it (P(y)); the observed
+     shares of wrong and right steps that ` wait ` follows, and of redos that are right (reward.wait_after_steps).
+The base itself is probed the same way. The rule, fixed before the runs: a model's reflection is tied to its errors
+when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
+Every step of every run is resumable: a finished file is reused.
+"""
+import argparse
+import json
+import os
+import random
+import time
+
+import torch
+
+from dsrl import RL, committed_base
+from experiments.mechanisms import wait_probe, wait_probe_set
+from experiments.report import mean_ci, write_json
+from experiments.suite import suite_setup
+from model import load_checkpoint, model_from_checkpoint
+from reward import SPLITS, make_problem, make_split, retry_text, wait_after_steps
+from sample import generate, prompt_ids
+from train import common_args, pretrain, pretrain_config
+
+RETRY_PROBLEMS, G = 1000, 4    # base samples the retry documents are made from
+MIX_SHARE = 0.5                # share of the continued pre-training's documents that are retry documents
+STEPS, LR = 1500, 1e-3         # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
+PROBE_PROBLEMS = 64            # val problems x G samples for the probe
+TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
+ARMS = {"tied": True, "control": False}
+
+
+def retry_documents(model, problems, seed, tied, max_new_tokens):
+    """(retry documents as texts with their prompt, stats) from G samples per problem of `model`."""
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
+                  generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed))
+    rng, docs = random.Random(seed), []
+    for i, text in enumerate(ro.texts):
+        p = problems[i // G]
+        doc = retry_text(p, text, rng, tied=tied)
+        if doc is not None:
+            docs.append(p.prompt + doc)
+    return docs, {"samples": len(ro.texts), "documents": len(docs)}
+
+
+def probe(model, seed, max_new_tokens):
+    """The reflection numbers of `model` on its own samples of PROBE_PROBLEMS val problems (module docstring)."""
+    problems = make_split("val", PROBE_PROBLEMS, seed=seed + 5)
+    out = wait_probe(model, wait_probe_set(model, problems, G=G, max_new_tokens=max_new_tokens, seed=seed + 5))
+    ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
+                  generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed + 6))
+    out.update(wait_after_steps(ro.texts))
+    for space in ("cond", "pre"):
+        out[f"ratio_{space}"] = out[f"p_wait_slip_{space}"] / max(out[f"p_wait_right_{space}"], 1e-12)
+    out["ratio_observed"] = out["wait_after_wrong"] / max(out["wait_after_right"], 1e-12)
+    out["tied"] = (min(out["ratio_cond"], out["ratio_pre"], out["ratio_observed"]) >= TIED["ratio"]
+                   and out["redo_right"] >= TIED["redo"])
+    return out
+
+
+def cached(path, make):
+    """json at path, made by make() the first time (resumable)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    rec = make()
+    write_json(path, rec)
+    return rec
+
+
+def run_arm(preset, base, seed, arm, steps, out_dir, device):
+    """One arm of one seed: retry documents, continued pre-training, probe. Returns its record."""
+    d = os.path.join(out_dir, f"{arm}-s{seed}")
+    os.makedirs(d, exist_ok=True)
+    new = RL[preset]["max_new_tokens"]
+    mix = os.path.join(d, "mix.jsonl")
+    if not os.path.exists(mix):
+        model = model_from_checkpoint(load_checkpoint(base), device)
+        rng = random.Random(seed + 2000)
+        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(RETRY_PROBLEMS)]
+        docs, stats = retry_documents(model, problems, seed, ARMS[arm], new)
+        write_json(os.path.join(d, "mix_stats.json"), stats)
+        with open(mix + ".tmp", "w") as f:
+            f.writelines(json.dumps({"text": t}) + "\n" for t in docs)
+        os.replace(mix + ".tmp", mix)
+    with open(os.path.join(d, "mix_stats.json")) as f:
+        stats = json.load(f)
+    cfg = pretrain_config(preset, seed=seed, steps=steps, lr=LR, init=base, mix=mix, mix_share=MIX_SHARE,
+                          eval_every=max(1, steps // 5))
+    _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
+    model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
+    rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
+    return {"arm": arm, "seed": seed, "mix": stats, "test_pass@1": m["pass@1"], **rec}
+
+
+def table(rows):
+    lines = ["| model | seed | documents | test pass@1 | P(wait) ratio with prompt | without | observed ratio | "
+             "wait after wrong / right | redo right | tied |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['seed']} | {r.get('mix', {}).get('documents', '-')} | "
+                     f"{r['test_pass@1']:.3f} | {r['ratio_cond']:.2f} | {r['ratio_pre']:.2f} | "
+                     f"{r['ratio_observed']:.2f} | {r['wait_after_wrong']:.3f} / {r['wait_after_right']:.3f} | "
+                     f"{r['redo_right']:.2f} | {'yes' if r['tied'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def reflection(args, device, preset):
+    out_dir = os.path.join(args.out, preset, "reflection")
+    os.makedirs(out_dir, exist_ok=True)
+    t0, rows = time.time(), []
+    steps = args.steps or STEPS
+    for seed in range(args.seeds):
+        base = committed_base(preset, seed) or os.path.join(args.out, preset, "base.pt")
+        if not os.path.exists(base):
+            pretrain(pretrain_config(preset, seed=seed), os.path.dirname(base), device, resume=True)
+        model = model_from_checkpoint(load_checkpoint(base), device)
+        rec = cached(os.path.join(out_dir, f"base-s{seed}-probe.json"),
+                     lambda: probe(model, seed, RL[preset]["max_new_tokens"]))
+        ck = load_checkpoint(base)
+        rows.append({"arm": "base", "seed": seed, "test_pass@1": ck.get("base_eval", {}).get("pass@1", float("nan")),
+                     **rec})
+        rows += [run_arm(preset, base, seed, arm, steps, out_dir, device) for arm in ARMS]
+    summary = {"preset": preset, "seeds": args.seeds, "steps": steps, "lr": LR, "mix_share": MIX_SHARE,
+               "retry_problems": RETRY_PROBLEMS, "G": G, "rule": TIED, "rows": rows,
+               "wall_minutes": (time.time() - t0) / 60}
+    for arm in ("base", *ARMS):
+        summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
+                        for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1")}
+    write_json(os.path.join(out_dir, "reflection.json"), summary)
+    text = f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds)\n\n{table(rows)}\n"
+    with open(os.path.join(out_dir, "reflection.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    ap = common_args(__doc__, f"continued pre-training steps (default {STEPS})")
+    ap.add_argument("--seeds", type=int, default=1, help="bases 0 .. N-1, each with both arms")
+    ap.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)  # suite_setup checks it
+    a = ap.parse_args()
+    reflection(a, *suite_setup(a))
