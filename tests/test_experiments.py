@@ -202,6 +202,28 @@ def test_peers_bans_our_end_token_and_says_when_the_peers_are_missing(monkeypatc
     assert e.value.code == 1 and "trl not installed" in capsys.readouterr().err
 
 
+def test_reflection_makes_retry_documents_from_samples_and_judges_by_its_rule(monkeypatch):
+    """experiments.reflection: each readable sample becomes its prompt plus reward.retry_text (tied or control); the
+    probe calls a model tied only when both teacher-forced ratios, the observed ratio and the redo accuracy pass."""
+    from experiments import reflection as RF
+    p = R.Problem("5+23*7-4", 162)
+    texts = ["23*7=161;5+161=165;165-4=161;#161", "23*7=161;5+161=166;166-4=162;#162", "#7"] * 2
+    fake = type("Ro", (), {"texts": texts})()
+    monkeypatch.setattr(RF, "generate", lambda *a, **k: fake)
+    m = M.GPT(M.PRESETS["tiny"])
+    docs, stats = RF.retry_documents(m, [p, p, p, p], seed=0, tied=True, max_new_tokens=8)  # G = 4 samples each
+    assert stats == {"samples": 6, "documents": 2}
+    assert docs == [p.prompt + "23*7=161;5+161=165 wait 5+161=166;166-4=162;#162"] * 2
+    tf = {"p_wait_slip_cond": 0.4, "p_wait_right_cond": 0.1, "p_wait_slip_pre": 0.4, "p_wait_right_pre": 0.1}
+    monkeypatch.setattr(RF, "wait_probe_set", lambda *a, **k: None)
+    monkeypatch.setattr(RF, "wait_probe", lambda model, items: dict(tf))
+    fake.texts = ["23*7=151 wait 23*7=161;5+161=166;166-4=162;#162"] * 3 + ["23*7=161;5+161=166;166-4=162;#162"]
+    out = RF.probe(m, 0, 8)
+    assert out["ratio_cond"] == pytest.approx(4.0) and out["ratio_observed"] > 3 and out["tied"]
+    tf["p_wait_right_pre"] = 0.2  # P(y)'s ratio 2: not tied, whatever the rest says
+    assert not RF.probe(m, 0, 8)["tied"]
+
+
 def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
     """experiments.bases judges a base by its curve's last 20% of points: a run still climbing is not flat."""
     from experiments.bases import plateau
