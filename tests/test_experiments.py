@@ -159,13 +159,19 @@ def test_token_comparison_with_another_checkout(tmp_path, capsys):
     assert "6 of 6 rows sampled otherwise" in capsys.readouterr().out
 
 
-def test_bases_recipe_flags_name_the_run_and_reach_the_corpus(tmp_path):
-    """experiments.bases: the preset's corpus fields are flat corpus_* keys (a run of the preset's own recipe is
-    "recipe"); --slip reaches the pre-training corpus, the report and the export carry it, and a rerun reuses the run."""
+def test_bases_recipe_keys_are_flat_and_name_the_run():
+    """experiments.bases: the preset's corpus fields are flat corpus_* keys; a run of the preset's own recipe is
+    "recipe", any other is named by what differs."""
     from experiments.bases import flat_recipe, run_dir
     assert flat_recipe("cpu")["corpus_slip"] == 0.25 and "corpus" not in flat_recipe("cpu")
     assert run_dir("o", "cpu", flat_recipe("cpu"), 2, 4) == "o/cpu/bases/recipe/s2-t4"
     assert run_dir("o", "cpu", {**flat_recipe("cpu"), "corpus_slip": 0.1}, 0, 1) == "o/cpu/bases/corpus_slip0.1/s0-t1"
+
+
+@pytest.mark.slow  # 20 curve points of val pass@1 (400 samples each) in a subprocess: about 30 s on 2 cores
+def test_bases_slip_flag_reaches_the_corpus_report_and_export(tmp_path):
+    """experiments.bases end to end: --slip reaches the pre-training corpus, the report and the export carry it,
+    and a rerun reuses the finished run."""
     args = ["--preset", "tiny", "--seeds", "1", "--threads", "1", "--steps", "20",
             "--slip", "0.3", "--out", str(tmp_path), "--report", str(tmp_path / "r"), "--export", str(tmp_path / "e")]
     p = run("-m experiments.bases", *args)

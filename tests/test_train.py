@@ -77,7 +77,7 @@ def test_pretraining_in_two_processes_with_the_same_threads_gives_identical_weig
     import subprocess
     import sys
     code = ("import sys, torch; torch.set_num_threads(1); import train as T; T.pretrain(T.pretrain_config("
-            "'tiny', steps=24, eval_every=1000, eval_problems=2, eval_samples=1), sys.argv[1], 'cpu', progress=False)")
+            "'tiny', steps=8, eval_every=1000, eval_problems=2, eval_samples=1), sys.argv[1], 'cpu', progress=False)")
     for run in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], cwd=ROOT, check=True,
                        env={**os.environ, "PYTHONHASHSEED": run == "a" and "1" or "2"})
