@@ -3,19 +3,22 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
 
     python -m experiments.reflection --preset cpu --seeds 1             # seed 0's base: the tied and the control arm
     python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
+    python -m experiments.reflection --preset cpu --problems 8000 --mix-share 0.7   # another route: more documents
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
-  1) sample the base on RETRY_PROBLEMS train problems x G at temperature 1 and turn each sample into a retry document
+  1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
+
      (reward.retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
      the same samples with that step made right and one ` wait ` plus redo after a step drawn at random;
   2) continue pre-training the base (train.pretrain with init) for --steps steps on a stream where a document is one
-     of those with probability MIX_SHARE and a fresh corpus document otherwise;
+     of those with probability --mix-share and a fresh corpus document otherwise;
   3) probe the new model on its own samples of the val split: P(" wait" | right after a wrong step) and
      P(" wait" | right after a right step) teacher-forced with the prompt (P(y|x)) and without it (P(y)); the observed
      shares of wrong and right steps that ` wait ` follows, and of redos that are right (reward.wait_after_steps).
 The base itself is probed the same way. The rule, fixed before the runs: a model's reflection is tied to its errors
 when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
-Every step of every run is resumable: a finished file is reused.
+Every step of every run is resumable: a finished file is reused. A route (its --problems, --mix-share, --lr,
+--steps) has its own folder, OUT/<preset>/reflection/<route>/, named by the values that differ from ROUTE.
 """
 import argparse
 import json
@@ -30,13 +33,14 @@ from experiments.mechanisms import wait_probe, wait_probe_set
 from experiments.report import mean_ci, write_json
 from experiments.suite import suite_setup
 from model import load_checkpoint, model_from_checkpoint
-from reward import SPLITS, make_problem, make_split, retry_text, wait_after_steps
+from reward import SPLITS, fail, make_problem, make_split, retry_text, wait_after_steps
 from sample import generate, prompt_ids
 from train import common_args, pretrain, pretrain_config
 
-RETRY_PROBLEMS, G = 1000, 4    # base samples the retry documents are made from
-MIX_SHARE = 0.5                # share of the continued pre-training's documents that are retry documents
-STEPS, LR = 1500, 1e-3         # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
+G = 4                          # base samples per problem the retry documents are made from
+ROUTE = dict(problems=1000,    # train problems sampled for retry documents
+             mix_share=0.5,    # share of the continued pre-training's documents that are retry documents
+             steps=1500, lr=1e-3)  # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
 PROBE_PROBLEMS = 64            # val problems x G samples for the probe
 TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
 ARMS = {"tied": True, "control": False}
@@ -80,7 +84,12 @@ def cached(path, make):
     return rec
 
 
-def run_arm(preset, base, seed, arm, steps, out_dir, device):
+def route_name(route):
+    """The folder of a route: the values that differ from ROUTE, or "default"."""
+    return "-".join(f"{k}{v:g}" for k, v in sorted(route.items()) if v != ROUTE[k]) or "default"
+
+
+def run_arm(preset, base, seed, arm, route, out_dir, device):
     """One arm of one seed: retry documents, continued pre-training, probe. Returns its record."""
     d = os.path.join(out_dir, f"{arm}-s{seed}")
     os.makedirs(d, exist_ok=True)
@@ -89,7 +98,7 @@ def run_arm(preset, base, seed, arm, steps, out_dir, device):
     if not os.path.exists(mix):
         model = model_from_checkpoint(load_checkpoint(base), device)
         rng = random.Random(seed + 2000)
-        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(RETRY_PROBLEMS)]
+        problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(route["problems"])]
         docs, stats = retry_documents(model, problems, seed, ARMS[arm], new)
         write_json(os.path.join(d, "mix_stats.json"), stats)
         with open(mix + ".tmp", "w") as f:
@@ -97,8 +106,8 @@ def run_arm(preset, base, seed, arm, steps, out_dir, device):
         os.replace(mix + ".tmp", mix)
     with open(os.path.join(d, "mix_stats.json")) as f:
         stats = json.load(f)
-    cfg = pretrain_config(preset, seed=seed, steps=steps, lr=LR, init=base, mix=mix, mix_share=MIX_SHARE,
-                          eval_every=max(1, steps // 5))
+    cfg = pretrain_config(preset, seed=seed, steps=route["steps"], lr=route["lr"], init=base, mix=mix,
+                          mix_share=route["mix_share"], eval_every=max(1, route["steps"] // 5))
     _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
     model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
     rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
@@ -117,37 +126,54 @@ def table(rows):
 
 
 def reflection(args, device, preset):
-    out_dir = os.path.join(args.out, preset, "reflection")
+    route = {**ROUTE, **{k: v for k, v in (("problems", args.problems), ("mix_share", args.mix_share),
+                                            ("steps", args.steps), ("lr", args.lr)) if v is not None}}
+    top = os.path.join(args.out, preset, "reflection")
+    out_dir = os.path.join(top, route_name(route))
     os.makedirs(out_dir, exist_ok=True)
     t0, rows = time.time(), []
-    steps = args.steps or STEPS
     for seed in range(args.seeds):
         base = committed_base(preset, seed) or os.path.join(args.out, preset, "base.pt")
         if not os.path.exists(base):
             pretrain(pretrain_config(preset, seed=seed), os.path.dirname(base), device, resume=True)
         model = model_from_checkpoint(load_checkpoint(base), device)
-        rec = cached(os.path.join(out_dir, f"base-s{seed}-probe.json"),
+        rec = cached(os.path.join(top, f"base-s{seed}-probe.json"),  # one per base, shared by the routes
                      lambda: probe(model, seed, RL[preset]["max_new_tokens"]))
         ck = load_checkpoint(base)
         rows.append({"arm": "base", "seed": seed, "test_pass@1": ck.get("base_eval", {}).get("pass@1", float("nan")),
                      **rec})
-        rows += [run_arm(preset, base, seed, arm, steps, out_dir, device) for arm in ARMS]
-    summary = {"preset": preset, "seeds": args.seeds, "steps": steps, "lr": LR, "mix_share": MIX_SHARE,
-               "retry_problems": RETRY_PROBLEMS, "G": G, "rule": TIED, "rows": rows,
+        rows += [run_arm(preset, base, seed, arm, route, out_dir, device) for arm in ARMS]
+    summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows,
                "wall_minutes": (time.time() - t0) / 60}
     for arm in ("base", *ARMS):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
                         for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1")}
     write_json(os.path.join(out_dir, "reflection.json"), summary)
-    text = f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds)\n\n{table(rows)}\n"
+    text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
+            f"{route})\n\n{table(rows)}\n")
     with open(os.path.join(out_dir, "reflection.md"), "w") as f:
         f.write(text)
     print(text)
 
 
-if __name__ == "__main__":
-    ap = common_args(__doc__, f"continued pre-training steps (default {STEPS})")
+def main(argv=None):
+    ap = common_args(__doc__, f"continued pre-training steps (default {ROUTE['steps']})")
     ap.add_argument("--seeds", type=int, default=1, help="bases 0 .. N-1, each with both arms")
+    ap.add_argument("--problems", type=int, default=None,
+                    help=f"train problems sampled (x {G}) for retry documents (default {ROUTE['problems']})")
+    ap.add_argument("--mix-share", type=float, default=None,
+                    help=f"share of retry documents in the continued pre-training (default {ROUTE['mix_share']})")
+    ap.add_argument("--lr", type=float, default=None, help=f"continued pre-training's peak lr (default {ROUTE['lr']})")
     ap.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)  # suite_setup checks it
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.problems is not None and a.problems < 1:
+        fail(f"--problems must be positive, got {a.problems}")
+    if a.mix_share is not None and not 0 < a.mix_share <= 1:
+        fail(f"--mix-share must be in (0, 1], got {a.mix_share}")
+    if a.lr is not None and a.lr <= 0:
+        fail(f"--lr must be positive, got {a.lr}")
     reflection(a, *suite_setup(a))
+
+
+if __name__ == "__main__":
+    main()

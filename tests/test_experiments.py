@@ -239,3 +239,17 @@ def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
     flat = climbing[:16] + [{"step": s, "val_pass@1": 0.5, "heldout_loss": 0.6} for s in range(17, 21)]
     assert plateau(flat) == (0.0, 0.0)
     assert plateau(climbing[:3])[0] == climbing[2]["val_pass@1"] - climbing[1]["val_pass@1"]  # at least 2 points
+
+
+def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(capsys):
+    """experiments.reflection: a route is named by what differs from ROUTE (so sweeps never share a folder); a bad
+    flag stops with one line naming it, before any model is loaded."""
+    from experiments import reflection as RF
+    assert RF.route_name(dict(RF.ROUTE)) == "default"
+    assert RF.route_name({**RF.ROUTE, "problems": 8000, "mix_share": 0.7}) == "mix_share0.7-problems8000"
+    for flag, value, msg in (("--mix-share", "1.5", "--mix-share must be in (0, 1], got 1.5"),
+                             ("--problems", "0", "--problems must be positive, got 0"),
+                             ("--lr", "-1", "--lr must be positive, got -1.0")):
+        with pytest.raises(SystemExit) as e:
+            RF.main([flag, value])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
