@@ -11,7 +11,8 @@ Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt
      (reward.retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
      the same samples with that step made right and one ` wait ` plus redo after a step drawn at random;
   2) continue pre-training the base (train.pretrain with init) for --steps steps on a stream where a document is one
-     of those with probability --mix-share and a fresh corpus document otherwise;
+     of those with probability --mix-share and a fresh corpus document otherwise (--scratch: pre-train a new model on
+     that stream with the preset's schedule, so the retry data is there from the first step);
   3) probe the new model on its own samples of the val split: P(" wait" | right after a wrong step) and
      P(" wait" | right after a right step) teacher-forced with the prompt (P(y|x)) and without it (P(y)); the observed
      shares of wrong and right steps that ` wait ` follows, and of redos that are right (reward.wait_after_steps).
@@ -35,12 +36,13 @@ from experiments.suite import suite_setup
 from model import load_checkpoint, model_from_checkpoint
 from reward import SPLITS, fail, make_problem, make_split, retry_text, wait_after_steps
 from sample import generate, prompt_ids
-from train import common_args, pretrain, pretrain_config
+from train import TRAIN, common_args, pretrain, pretrain_config
 
 G = 4                          # base samples per problem the retry documents are made from
 ROUTE = dict(problems=1000,    # train problems sampled for retry documents
              mix_share=0.5,    # share of the continued pre-training's documents that are retry documents
-             steps=1500, lr=1e-3)  # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
+             steps=1500, lr=1e-3,  # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
+             scratch=0)        # 1: a new model pre-trained on the mixed stream instead (TRAIN[preset]'s schedule)
 PROBE_PROBLEMS = 64            # val problems x G samples for the probe
 TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
 ARMS = {"tied": True, "control": False}
@@ -106,7 +108,8 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
         os.replace(mix + ".tmp", mix)
     with open(os.path.join(d, "mix_stats.json")) as f:
         stats = json.load(f)
-    cfg = pretrain_config(preset, seed=seed, steps=route["steps"], lr=route["lr"], init=base, mix=mix,
+    init = None if route["scratch"] else base
+    cfg = pretrain_config(preset, seed=seed, steps=route["steps"], lr=route["lr"], init=init, mix=mix,
                           mix_share=route["mix_share"], eval_every=max(1, route["steps"] // 5))
     _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
     model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
@@ -125,9 +128,18 @@ def table(rows):
     return "\n".join(lines)
 
 
+def make_route(args, preset):
+    """ROUTE with the command line's values; --scratch takes the preset's schedule unless --steps / --lr say."""
+    route = dict(ROUTE, scratch=int(args.scratch))
+    if args.scratch:
+        route.update(steps=TRAIN[preset]["steps"], lr=TRAIN[preset]["lr"])
+    route.update({k: v for k, v in (("problems", args.problems), ("mix_share", args.mix_share), ("steps", args.steps),
+                                    ("lr", args.lr)) if v is not None})
+    return route
+
+
 def reflection(args, device, preset):
-    route = {**ROUTE, **{k: v for k, v in (("problems", args.problems), ("mix_share", args.mix_share),
-                                            ("steps", args.steps), ("lr", args.lr)) if v is not None}}
+    route = make_route(args, preset)
     top = os.path.join(args.out, preset, "reflection")
     out_dir = os.path.join(top, route_name(route))
     os.makedirs(out_dir, exist_ok=True)
@@ -164,6 +176,8 @@ def main(argv=None):
     ap.add_argument("--mix-share", type=float, default=None,
                     help=f"share of retry documents in the continued pre-training (default {ROUTE['mix_share']})")
     ap.add_argument("--lr", type=float, default=None, help=f"continued pre-training's peak lr (default {ROUTE['lr']})")
+    ap.add_argument("--scratch", action="store_true", help="pre-train a new model on the mixed stream (the preset's "
+                    "schedule) instead of continuing the base: retry data from the start of pre-training")
     ap.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)  # suite_setup checks it
     a = ap.parse_args(argv)
     if a.problems is not None and a.problems < 1:

@@ -253,3 +253,32 @@ def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(cap
         with pytest.raises(SystemExit) as e:
             RF.main([flag, value])
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model(tmp_path, monkeypatch):
+    """experiments.reflection.run_arm: the default route continues the base's weights (init = the base) for its own
+    steps and lr; --scratch pre-trains a new model (no init) on the same mixed stream with the preset's schedule."""
+    from dataclasses import asdict
+    from experiments import reflection as RF
+    base = str(tmp_path / "base.pt")
+    m = M.GPT(M.PRESETS["tiny"])
+    M.save_checkpoint(base, {"model": m.state_dict(), "config": asdict(m.config)})
+    seen = []
+
+    def fake_pretrain(cfg, d, device, resume, progress):
+        seen.append(cfg)
+        M.save_checkpoint(f"{d}/base.pt", {"model": m.state_dict(), "config": asdict(m.config)})
+        return None, {"pass@1": 0.5}, None
+    monkeypatch.setattr(RF, "pretrain", fake_pretrain)
+    monkeypatch.setattr(RF, "retry_documents", lambda *a: (["1+1=3 wait 1+1=2;#2"], {"samples": 4, "documents": 1}))
+    monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
+    args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False)
+    for scratch in (False, True):
+        args.scratch = scratch
+        route = RF.make_route(args, "tiny")
+        rec = RF.run_arm("tiny", base, 0, "tied", route, str(tmp_path / RF.route_name(route)), "cpu")
+        assert rec["test_pass@1"] == 0.5 and rec["mix"]["documents"] == 1
+    cont, new = seen
+    assert cont.init == base and (cont.steps, cont.lr, cont.mix_share) == (1500, 1e-3, 0.5)
+    assert new.init is None and (new.steps, new.lr) == (RF.TRAIN["tiny"]["steps"], RF.TRAIN["tiny"]["lr"])
+    assert new.mix.startswith(str(tmp_path / "lr")) and "scratch1" in new.mix and new.mix_share == 0.5
