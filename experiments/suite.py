@@ -1,7 +1,7 @@
 """
 The paper suite: every claim of the paper (C1-C7 in RESULTS.md) over several seeds, with mean and 95% interval.
 
-    python -m experiments.suite --preset cpu --seeds 3      # about 80 minutes on 2 CPU cores
+    python -m experiments.suite --preset cpu --seeds 3      # about 95 minutes on 2 CPU cores
     python -m experiments.suite --preset tiny --seeds 1 --steps 2   # the machinery in a minute (a test)
 
 Two stages, each a pool of independent, resumable jobs (one JSON per run and seed in OUT/<preset>/suite/runs/):
