@@ -201,11 +201,11 @@ def test_peers_bans_our_end_token_and_says_when_the_peers_are_missing(monkeypatc
     peers.ban_end_token(m)
     banned = S.generate(m, prompts, max_new_tokens=12, generator=torch.Generator().manual_seed(0), check_every=10 ** 9)
     assert not free.mask.all() and banned.mask.all() and not (banned.response == R.EOS_ID).any()
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "trl" else real(name))
+    # only trl missing, whatever this machine has installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "trl" else object())
     with pytest.raises(SystemExit) as e:
         peers.main(["--what", "sampler"])
-    assert e.value.code == 1 and "trl not installed" in capsys.readouterr().err
+    assert e.value.code == 1 and "peers: trl not installed" in capsys.readouterr().err
 
 
 def test_reflection_makes_retry_documents_from_samples_and_judges_by_its_rule(monkeypatch):
