@@ -7,7 +7,6 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
   1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
-
      (reward.retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
      the same samples with that step made right and one ` wait ` plus redo after a step drawn at random;
   2) continue pre-training the base (train.pretrain with init) for --steps steps on a stream where a document is one
@@ -19,7 +18,7 @@ Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt
 The base itself is probed the same way. The rule, fixed before the runs: a model's reflection is tied to its errors
 when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
 Every step of every run is resumable: a finished file is reused. A route (its --problems, --mix-share, --lr,
---steps) has its own folder, OUT/<preset>/reflection/<route>/, named by the values that differ from ROUTE.
+--steps, --scratch) has its own folder, OUT/<preset>/reflection/<route>/, named by the values that differ from ROUTE.
 """
 import argparse
 import json
