@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 from dsrl import pyplot, save
-from experiments.report import mean_ci, write_json
+from experiments.report import changed_name, mean_ci, write_json
 from model import load_checkpoint, save_checkpoint
 from reward import fail
 from train import TRAIN
@@ -46,8 +46,7 @@ def flat_recipe(preset):
 
 
 def run_dir(out, preset, recipe, seed, threads):
-    preset_recipe = flat_recipe(preset)
-    name = "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()) if v != preset_recipe.get(k)) or "recipe"
+    name = changed_name(recipe, flat_recipe(preset), "recipe")
     return os.path.join(out, preset, "bases", name, f"s{seed}-t{threads}")
 
 

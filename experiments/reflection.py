@@ -30,7 +30,7 @@ import torch
 
 from dsrl import RL, committed_base
 from experiments.mechanisms import wait_probe, wait_probe_set
-from experiments.report import mean_ci, write_json
+from experiments.report import changed_name, mean_ci, write_json
 from experiments.suite import suite_setup
 from model import load_checkpoint, model_from_checkpoint
 from reward import SPLITS, fail, make_problem, make_split, retry_text, wait_after_steps
@@ -87,7 +87,7 @@ def cached(path, make):
 
 def route_name(route):
     """The folder of a route: the values that differ from ROUTE, or "default"."""
-    return "-".join(f"{k}{v:g}" for k, v in sorted(route.items()) if v != ROUTE[k]) or "default"
+    return changed_name(route, ROUTE, "default")
 
 
 def run_arm(preset, base, seed, arm, route, out_dir, device):

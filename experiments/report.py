@@ -1,5 +1,6 @@
 """
-What the suites share: the mean and 95% interval over seeds, and JSON written atomically. A value in a suite's table
+What the suites share: the mean and 95% interval over seeds, JSON written atomically, and the folder name of a run
+whose settings differ from the defaults. A value in a suite's table
 or figure (dsrl.markdown_table, dsrl.plot_curves) is a number or such a (mean, half-width) pair; the half-width is
 nan for a single seed.
 """
@@ -23,3 +24,9 @@ def write_json(path, obj):
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f)
     os.replace(path + ".tmp", path)
+
+
+def changed_name(values, defaults, name):
+    """A folder name from the values that differ from `defaults` ("lr0.001-steps500"), or `name` when none does: two
+    settings never share a folder, and the default one keeps a plain name."""
+    return "-".join(f"{k}{v:g}" for k, v in sorted(values.items()) if v != defaults.get(k)) or name
