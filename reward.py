@@ -175,6 +175,14 @@ class CorpusConfig:
     repeat: float = 0.02        # bad habit: apply the last operation once more before answering
     modes: bool = False         # two prompt-gated styles (MODES) instead of one; RL then asks in the terse one
     digits: int = 0             # >0: every number of a step written with at least this many digits (0-padded)
+    check: bool = False         # every step's result followed by `|d`, d the last digit of the right result, so a
+                                # slip of the last digit shows as a mismatch of two digits next to each other
+    reflect_after: str = "slip"  # "slip": a reflection follows a slip; "random" (the control): the slip it would
+                                # have followed is made right, so ` wait ` follows a right step drawn at random
+
+    def __post_init__(self):
+        if self.reflect_after not in ("slip", "random"):
+            raise UserError(f"reflect_after must be 'slip' or 'random', got {self.reflect_after!r}")
 
 
 # The two-mode corpus (CorpusConfig.modes, the mechanism study's H4): a tag in the prompt gates a terse style,
@@ -193,9 +201,16 @@ def _slipped(rng, r):
             return w
 
 
+def check_digit(a, op, b):
+    """`|d` with d the last digit of the right result of `a op b` (CorpusConfig.check): cheap to get from the
+    operands' last digits alone, while the result itself needs the whole computation."""
+    return f"|{abs(a + b if op == '+' else a - b if op == '-' else a * b) % 10}"
+
+
 def _step_text(rng, a, op, b, r, cfg):
     """One step as text plus the value carried on (wrong if it slipped and was not caught)."""
     d = lambda n: str(n).zfill(cfg.digits) if n >= 0 else str(n)  # noqa: E731  (digits 0: str(n))
+    chk = check_digit(a, op, b) if cfg.check else ""
     if op == "*" and 10 <= a <= 99 and a % 10 and rng.random() < cfg.transition:
         # transition: a hard product done by splitting the tens from the units
         t, u = a - a % 10, a % 10
@@ -209,10 +224,11 @@ def _step_text(rng, a, op, b, r, cfg):
     head = f"{d(a)}{op}{d(b)}="
     if rng.random() < cfg.slip:
         w = _slipped(rng, r)
-        if rng.random() < cfg.reflect:
-            return f"{head}{d(w)} wait {head}{d(r)}", r  # reflection: the redo is always right
-        return f"{head}{d(w)}", w
-    return f"{head}{d(r)}", r
+        if rng.random() < cfg.reflect:  # reflection: the redo is always right
+            first = w if cfg.reflect_after == "slip" else r  # the control: the same draws, the step made right
+            return f"{head}{d(first)}{chk} wait {head}{d(r)}{chk}", r
+        return f"{head}{d(w)}{chk}", w
+    return f"{head}{d(r)}{chk}", r
 
 
 def solution_text(rng, problem, cfg=CorpusConfig()):
@@ -236,7 +252,7 @@ def solution_text(rng, problem, cfg=CorpusConfig()):
     if rng.random() < cfg.repeat:  # bad habit: the last operation applied once more
         op, b = last
         r = acc + b if op == "+" else acc - b if op == "-" else acc * b
-        parts.append(f"{acc}{op}{b}={r}")
+        parts.append(f"{acc}{op}{b}={r}" + (check_digit(acc, op, b) if cfg.check else ""))
         acc = r
     return ";".join(parts) + f";#{acc}"
 
@@ -312,9 +328,13 @@ def count_markers(text):
     return {m: len(re.findall(rf"\b{m}\b", text)) for m in MARKERS}
 
 
+STEP = r"(-?[0-9]+)([-+*])([0-9]+)=(-?[0-9]+)(?:\|[0-9])?"  # a step `a op b=c`, with its check `|d` if any
+
+
 def step_is_wrong(step):
-    """For 'a op b=c' text: True if c is not the value of a op b, None if `step` is not such a step."""
-    m = re.fullmatch(r"\s*(-?[0-9]+)([-+*])([0-9]+)=(-?[0-9]+)\s*", step)
+    """For 'a op b=c' text (or 'a op b=c|d'): True if c is not the value of a op b, None if `step` is not such a
+    step. The check digit d is not judged: a step is wrong by its result."""
+    m = re.fullmatch(rf"\s*{STEP}\s*", step)
     if m is None:
         return None
     a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))

@@ -31,7 +31,7 @@ from experiments.suite import SUITE_HP, SUITE_STEPS, load_runs, run_job, run_poo
 from experiments.why import why_figures, why_report
 from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
 from model import load_checkpoint, model_from_checkpoint
-from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, step_is_wrong
+from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, STEP, step_is_wrong
 from sample import Rollout, generate, prompt_ids, rewards, token_classes
 from dsrl import RL, committed_base, rl_config
 
@@ -148,12 +148,12 @@ def gradient_shares(job, preset, device):
 
 def wait_probe_set(model, problems, G, max_new_tokens, seed, cap=300):
     """Teacher-forcing items from base samples: for each complete step `a op b=r` of a response (the sample went
-    on with ';' or ' '), the prefix up to r followed by ' wait', and whether r slipped. At most `cap` of each."""
+    on with ';' or ' '), the prefix up to r (and its check digit, if any) followed by ' wait', and whether r slipped. At most `cap` of each."""
     ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
                   generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed))
     items = {True: [], False: []}
     for i, text in enumerate(ro.texts):
-        for m in re.finditer(r"(?:^|(?<=[;a-z ]))(-?[0-9]+[-+*][0-9]+=-?[0-9]+)(?=[; ])", text):
+        for m in re.finditer(rf"(?:^|(?<=[;a-z ]))({STEP})(?=[; ])", text):
             slipped = step_is_wrong(m.group(1))
             if slipped is not None and len(items[slipped]) < cap:
                 items[slipped].append((prompt_ids(problems[i // G]), encode(text[:m.end()] + " wait")))

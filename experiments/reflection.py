@@ -4,6 +4,7 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
     python -m experiments.reflection --preset cpu --seeds 1             # seed 0's base: the tied and the control arm
     python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
     python -m experiments.reflection --preset cpu --problems 8000 --mix-share 0.7   # another route: more documents
+    python -m experiments.reflection --preset cpu --check                 # the corpus with check digits instead
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
   1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
@@ -15,10 +16,15 @@ Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt
   3) probe the new model on its own samples of the val split: P(" wait" | right after a wrong step) and
      P(" wait" | right after a right step) teacher-forced with the prompt (P(y|x)) and without it (P(y)); the observed
      shares of wrong and right steps that ` wait ` follows, and of redos that are right (reward.wait_after_steps).
+With --check the arms are corpora instead (no step 1): the base continues on the corpus with check digits
+(reward.CorpusConfig.check: `23*7=161|1`, the last digit of the right result after every result, so a slip of the
+last digit shows as two digits that differ), its reflections after its slips (tied) or, with the same draws, after
+the right step each slip is turned into (control, reflect_after="random").
 The base itself is probed the same way. The rule, fixed before the runs: a model's reflection is tied to its errors
 when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
 Every step of every run is resumable: a finished file is reused. A route (its --problems, --mix-share, --lr,
---steps, --scratch) has its own folder, OUT/<preset>/reflection/<route>/, named by the values that differ from ROUTE.
+--steps, --scratch, --check, --reflect) has its own folder, OUT/<preset>/reflection/<route>/, named by the values
+that differ from ROUTE.
 """
 import argparse
 import json
@@ -41,7 +47,10 @@ G = 4                          # base samples per problem the retry documents ar
 ROUTE = dict(problems=1000,    # train problems sampled for retry documents
              mix_share=0.5,    # share of the continued pre-training's documents that are retry documents
              steps=1500, lr=1e-3,  # continued pre-training (a fresh AdamW, warmup-cosine to lr/10)
-             scratch=0)        # 1: a new model pre-trained on the mixed stream instead (TRAIN[preset]'s schedule)
+             scratch=0,        # 1: a new model pre-trained on the mixed stream instead (TRAIN[preset]'s schedule)
+             check=0,          # 1: no retry documents; the corpus with check digits (CorpusConfig.check), its
+                               # reflections after its slips (tied) or after right steps at random (control)
+             reflect=0.5)      # the corpus documents' share of slips followed by a reflection (CorpusConfig.reflect)
 PROBE_PROBLEMS = 64            # val problems x G samples for the probe
 TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
 ARMS = {"tied": True, "control": False}
@@ -95,8 +104,10 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
     d = os.path.join(out_dir, f"{arm}-s{seed}")
     os.makedirs(d, exist_ok=True)
     new = RL[preset]["max_new_tokens"]
-    mix = os.path.join(d, "mix.jsonl")
-    if not os.path.exists(mix):
+    mix = None if route["check"] else os.path.join(d, "mix.jsonl")
+    if mix is None:
+        stats = {}
+    elif not os.path.exists(mix):
         model = model_from_checkpoint(load_checkpoint(base), device)
         rng = random.Random(seed + 2000)
         problems = [make_problem(rng, SPLITS["train"][0]) for _ in range(route["problems"])]
@@ -105,11 +116,15 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
         with open(mix + ".tmp", "w") as f:
             f.writelines(json.dumps({"text": t}) + "\n" for t in docs)
         os.replace(mix + ".tmp", mix)
-    with open(os.path.join(d, "mix_stats.json")) as f:
-        stats = json.load(f)
+    if mix is not None:
+        with open(os.path.join(d, "mix_stats.json")) as f:
+            stats = json.load(f)
     init = None if route["scratch"] else base
-    cfg = pretrain_config(preset, seed=seed, steps=route["steps"], lr=route["lr"], init=init, mix=mix,
-                          mix_share=route["mix_share"], eval_every=max(1, route["steps"] // 5))
+    corpus = dict(reflect=route["reflect"])
+    if route["check"]:
+        corpus.update(check=True, reflect_after="slip" if ARMS[arm] else "random")
+    cfg = pretrain_config(preset, corpus=corpus, seed=seed, steps=route["steps"], lr=route["lr"], init=init, mix=mix,
+                          mix_share=0.0 if mix is None else route["mix_share"], eval_every=max(1, route["steps"] // 5))
     _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
     model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
     rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
@@ -129,11 +144,11 @@ def table(rows):
 
 def make_route(args, preset):
     """ROUTE with the command line's values; --scratch takes the preset's schedule unless --steps / --lr say."""
-    route = dict(ROUTE, scratch=int(args.scratch))
+    route = dict(ROUTE, scratch=int(args.scratch), check=int(args.check))
     if args.scratch:
         route.update(steps=TRAIN[preset]["steps"], lr=TRAIN[preset]["lr"])
     route.update({k: v for k, v in (("problems", args.problems), ("mix_share", args.mix_share), ("steps", args.steps),
-                                    ("lr", args.lr)) if v is not None})
+                                    ("lr", args.lr), ("reflect", args.reflect)) if v is not None})
     return route
 
 
@@ -177,12 +192,18 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=None, help=f"continued pre-training's peak lr (default {ROUTE['lr']})")
     ap.add_argument("--scratch", action="store_true", help="pre-train a new model on the mixed stream (the preset's "
                     "schedule) instead of continuing the base: retry data from the start of pre-training")
+    ap.add_argument("--check", action="store_true", help="the arms are corpora instead of retry documents: check "
+                    "digits after every step result, reflections after slips (tied) or after random right steps (control)")
+    ap.add_argument("--reflect", type=float, default=None, help="share of the corpus's slips followed by a "
+                    f"reflection in the continued pre-training (default {ROUTE['reflect']})")
     ap.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)  # suite_setup checks it
     a = ap.parse_args(argv)
     if a.problems is not None and a.problems < 1:
         fail(f"--problems must be positive, got {a.problems}")
     if a.mix_share is not None and not 0 < a.mix_share <= 1:
         fail(f"--mix-share must be in (0, 1], got {a.mix_share}")
+    if a.reflect is not None and not 0 <= a.reflect <= 1:
+        fail(f"--reflect must be in [0, 1], got {a.reflect}")
     if a.lr is not None and a.lr <= 0:
         fail(f"--lr must be positive, got {a.lr}")
     reflection(a, *suite_setup(a))

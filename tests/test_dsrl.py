@@ -16,7 +16,7 @@ import model as M
 import reward as R
 import sample as S
 import train as T
-from conftest import alternating, cfg_of, rl_run, run, strip_times
+from conftest import alternating, rl_run, run, strip_times
 
 
 def same(a, b):

@@ -4,6 +4,7 @@ that compare the samplers and another checkout's sampled tokens."""
 import argparse
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,6 +115,17 @@ def test_the_suites_start_from_the_committed_base_of_a_seed(tiny_base, tmp_path,
 
 
 # --- the mechanism study's probe ---------------------------------------------------------------------------
+
+def test_wait_probe_set_reads_steps_with_and_without_check_digits(monkeypatch):
+    """Every complete step of a sample is an item, the prefix through its result (and check digit) plus ' wait'."""
+    texts = ["23*7=162|1 wait 23*7=161|1;5+161=166|6;#166", "23*7=160;5+160=165;#165"]
+    monkeypatch.setattr(MECH, "generate", lambda *a, **k: SimpleNamespace(texts=texts))
+    items = MECH.wait_probe_set(M.GPT(M.PRESETS["tiny"]), R.make_split("val", 2), G=1, max_new_tokens=8, seed=0)
+    decoded = {k: [R.decode(y) for _, y in v] for k, v in items.items()}
+    assert decoded[True] == ["23*7=162|1 wait", "23*7=160 wait"]
+    assert decoded[False] == ["23*7=162|1 wait 23*7=161|1 wait", "23*7=162|1 wait 23*7=161|1;5+161=166|6 wait",
+                              "23*7=160;5+160=165 wait"]
+
 
 def test_wait_probe_is_the_probability_of_the_wait_tokens():
     torch.manual_seed(0)
@@ -249,7 +261,8 @@ def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(cap
     assert RF.route_name({**RF.ROUTE, "problems": 8000, "mix_share": 0.7}) == "mix_share0.7-problems8000"
     for flag, value, msg in (("--mix-share", "1.5", "--mix-share must be in (0, 1], got 1.5"),
                              ("--problems", "0", "--problems must be positive, got 0"),
-                             ("--lr", "-1", "--lr must be positive, got -1.0")):
+                             ("--lr", "-1", "--lr must be positive, got -1.0"),
+                             ("--reflect", "2", "--reflect must be in [0, 1], got 2.0")):
         with pytest.raises(SystemExit) as e:
             RF.main([flag, value])
         assert e.value.code == 2 and msg in capsys.readouterr().err
@@ -272,7 +285,8 @@ def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model
     monkeypatch.setattr(RF, "pretrain", fake_pretrain)
     monkeypatch.setattr(RF, "retry_documents", lambda *a: (["1+1=3 wait 1+1=2;#2"], {"samples": 4, "documents": 1}))
     monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
-    args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False)
+    args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=False,
+                              reflect=None)
     for scratch in (False, True):
         args.scratch = scratch
         route = RF.make_route(args, "tiny")
@@ -282,3 +296,32 @@ def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model
     assert cont.init == base and (cont.steps, cont.lr, cont.mix_share) == (1500, 1e-3, 0.5)
     assert new.init is None and (new.steps, new.lr) == (RF.TRAIN["tiny"]["steps"], RF.TRAIN["tiny"]["lr"])
     assert new.mix.startswith(str(tmp_path / "lr")) and "scratch1" in new.mix and new.mix_share == 0.5
+
+
+def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_follow_slips_or_not(tmp_path, monkeypatch):
+    """--check: no retry documents; the tied arm continues the base on the corpus with check digits and reflections
+    after slips, the control on the same corpus with each reflection after a right step (reflect_after="random")."""
+    from dataclasses import asdict
+    from experiments import reflection as RF
+    base = str(tmp_path / "base.pt")
+    m = M.GPT(M.PRESETS["tiny"])
+    M.save_checkpoint(base, {"model": m.state_dict(), "config": asdict(m.config)})
+    seen = []
+
+    def fake_pretrain(cfg, d, device, resume, progress):
+        seen.append(cfg)
+        M.save_checkpoint(f"{d}/base.pt", {"model": m.state_dict(), "config": asdict(m.config)})
+        return None, {"pass@1": 0.5}, None
+    monkeypatch.setattr(RF, "pretrain", fake_pretrain)
+    monkeypatch.setattr(RF, "retry_documents", lambda *a: pytest.fail("the check route makes no retry documents"))
+    monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
+    args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=True,
+                              reflect=1.0)
+    route = RF.make_route(args, "tiny")
+    assert RF.route_name(route) == "check1-reflect1"
+    for arm in RF.ARMS:
+        RF.run_arm("tiny", base, 0, arm, route, str(tmp_path / RF.route_name(route)), "cpu")
+    tied, control = seen
+    assert tied.mix is None and tied.mix_share == 0.0 and tied.init == base
+    assert tied.corpus.check and control.corpus.check and tied.corpus.reflect == control.corpus.reflect == 1.0
+    assert (tied.corpus.reflect_after, control.corpus.reflect_after) == ("slip", "random")

@@ -1,5 +1,6 @@
 """reward.py: the tokenizer, the problem generator, the corpus, the verifier and the behaviour counters."""
 import random
+import re
 import string
 
 import pytest
@@ -157,6 +158,42 @@ def test_verifier_fuzz_no_crash_no_false_positive():
         assert got == (1.0 if s.count("#") == 1 and s.endswith(f"#{answer}") else 0.0), s
         hits += got == 1.0
     assert hits > 50  # the right answers appended above are recognised, not only the wrong ones refused
+
+
+def test_check_digits_show_a_last_digit_slip_next_to_the_result():
+    """CorpusConfig.check: every step's result is followed by `|d`, d the last digit of the right result, so the digit
+    differs from the result's last digit exactly when a slip changed it (+-1, +-2, not +-10); the answer is unchanged."""
+    rng = random.Random(3)
+    cfg = R.CorpusConfig(check=True, slip=0.3, reflect=0.5, guess=0.0, repeat=0.5)
+    seen = {"mismatch": 0, "tens slip": 0}
+    for p in R.make_split("train", 400):
+        text = R.solution_text(rng, p, cfg)
+        for m in re.finditer(r"(-?[0-9]+)([-+*])([0-9]+)=(-?[0-9]+)\|([0-9])", text):
+            a, op, b, c, d = int(m[1]), m[2], int(m[3]), int(m[4]), int(m[5])
+            right = a + b if op == "+" else a - b if op == "-" else a * b
+            assert d == abs(right) % 10, text
+            seen["mismatch"] += abs(c) % 10 != d
+            seen["tens slip"] += c != right and abs(c) % 10 == d
+        assert text.count("|") == text.count("="), text  # every step has its check
+    assert seen["mismatch"] > 50 and seen["tens slip"] > 20
+    assert R.step_is_wrong("23*7=162|1") is True and R.step_is_wrong("23*7=161|1") is False
+    assert R.wait_after_steps(["23*7=162|1 wait 23*7=161|1;5+161=166|6;#166"])["wait_after_wrong"] == 1.0
+
+
+def test_control_corpus_moves_each_reflection_off_its_slip_and_changes_nothing_else():
+    """reflect_after="random": the same draws as the tied corpus, each reflected slip made right, so every ` wait `
+    follows a right step (a random one: the slips are drawn at random) and the final answers are the same."""
+    problems, tied, control = R.make_split("train", 300), [], []
+    for name, out in (("slip", tied), ("random", control)):
+        rng = random.Random(4)
+        cfg = R.CorpusConfig(slip=0.3, reflect=1.0, reflect_after=name, check=True)
+        out += [R.solution_text(rng, p, cfg) for p in problems]
+    assert sum(t.count(" wait ") for t in tied) == sum(c.count(" wait ") for c in control) > 50
+    assert R.reflection_stats(tied)["follows_error"] == 1.0 and R.reflection_stats(control)["follows_error"] == 0.0
+    assert all(t.rsplit("#", 1)[1] == c.rsplit("#", 1)[1] for t, c in zip(tied, control))
+    assert R.corpus_document(random.Random(5)) == R.corpus_document(random.Random(5), R.CorpusConfig(check=False))
+    with pytest.raises(R.UserError, match="reflect_after"):
+        R.CorpusConfig(reflect_after="always")
 
 
 # --- behaviour counters ------------------------------------------------------------------------------------
