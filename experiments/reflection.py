@@ -26,7 +26,6 @@ Every step of every run is resumable: a finished file is reused. A route (its --
 --steps, --scratch, --check, --reflect) has its own folder, OUT/<preset>/reflection/<route>/, named by the values
 that differ from ROUTE.
 """
-import argparse
 import json
 import os
 import random
@@ -34,12 +33,13 @@ import time
 
 import torch
 
-from dsrl import RL, committed_base
-from experiments.mechanisms import wait_probe, wait_probe_set
+from dsrl import RL, committed_base, default_warmup, half_width, plot_curves, pyplot, save
+from experiments.claims import paired, steps_to
+from experiments.mechanisms import run_mechanism_job, wait_probe, wait_probe_set
 from experiments.report import changed_name, mean_ci, write_json
-from experiments.suite import suite_setup
+from experiments.suite import SUITE_STEPS, curve, load_runs, run_pool, suite_setup
 from model import load_checkpoint, model_from_checkpoint
-from reward import SPLITS, fail, make_problem, make_split, retry_text, wait_after_steps
+from reward import MARKERS, SPLITS, UserError, fail, make_problem, make_split, retry_text, wait_after_steps
 from sample import generate, prompt_ids
 from train import TRAIN, common_args, pretrain, pretrain_config
 
@@ -169,17 +169,118 @@ def reflection(args, device, preset):
         rows.append({"arm": "base", "seed": seed, "test_pass@1": ck.get("base_eval", {}).get("pass@1", float("nan")),
                      **rec})
         rows += [run_arm(preset, base, seed, arm, route, out_dir, device) for arm in ARMS]
-    summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows,
-               "wall_minutes": (time.time() - t0) / 60}
+    summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows}
+    text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
+            f"{route})\n\n{table(rows)}\n")
+    if args.suite:
+        bases = {(arm, seed): os.path.join(out_dir, f"{arm}-s{seed}", "base.pt") for seed in range(args.seeds)
+                 for arm in ARMS}
+        claims, summary["claims"] = claims_suite(args, device, preset, bases, out_dir)
+        text += f"\n## the paper's claims on both bases ({args.seeds} seeds; reflection_claims.png)\n\n{claims}\n"
+    summary["wall_minutes"] = (time.time() - t0) / 60
     for arm in ("base", *ARMS):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
                         for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1")}
     write_json(os.path.join(out_dir, "reflection.json"), summary)
-    text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
-            f"{route})\n\n{table(rows)}\n")
     with open(os.path.join(out_dir, "reflection.md"), "w") as f:
         f.write(text)
     print(text)
+
+
+# -----------------------------------------------------------------------------
+# the paper's claims on the tied and the control bases (--suite)
+
+NSR_LR = 1e-4  # the NSR-PreRL learning rate the paper suite's rule chose on the steady bases (RESULTS.md, C5)
+RULES = {  # fixed before the runs; seed means with 95% t-intervals, runs paired within a seed
+    "C1": "aligned: mean cosine of grad log P(y|x) and grad log P(y) > 0 and fewer than 5% negative inner products",
+    "C3": "PreRL alone collapses: final val pass@1 more than 0.03 below step 0 (rises: more than 0.03 above)",
+    "C4": "NSR-PreRL multiplies the markers: its final test shares of wait and of alternatively each at least 2x "
+          "the base's; and P(wait | wrong step) rises along it (interval above 0) while P(wait | right) does not",
+    "C5": "DSRL beats GRPO at equal steps: paired test pass@1 interval above 0",
+    "C6": "the warmup's space matters: DSRL minus the NSR warmup in P(y|x), paired test pass@1 interval above 0",
+}
+
+
+def claim_jobs(arm, seed, base, steps):
+    """The runs of one (base, seed): its metrics, C1's alignment, GRPO, PreRL, NSR-PreRL, DSRL, the conditional NSR
+    warmup; the runs with probe=True track the wait probe (experiments.mechanisms) on the base's own samples."""
+    S, half = default_warmup(steps), max(1, steps // 2)
+    return [dict(name=f"{arm}-base", kind="base", seed=seed, base=base, passk=False),
+            dict(name=f"{arm}-alignment", kind="alignment", seed=seed, base=base),
+            dict(name=f"{arm}-grpo", objective="grpo", seed=seed, steps=steps, base=base, probe=True),
+            dict(name=f"{arm}-prerl", objective="prerl", seed=seed, steps=steps, base=base),
+            dict(name=f"{arm}-nsr-prerl", objective="nsr-prerl", seed=seed, steps=half, base=base, lr=NSR_LR,
+                 eval_every=max(1, half // 10), probe=True),
+            dict(name=f"{arm}-dsrl", objective="dsrl", seed=seed, steps=steps, base=base, warmup_lr=NSR_LR,
+                 warmup_steps=S, probe=True),
+            dict(name=f"{arm}-nsr-rl-warmup", objective="nsr-rl-warmup", seed=seed, steps=steps, base=base,
+                 warmup_steps=S, warmup_lr=NSR_LR)]
+
+
+def arm_claims(runs, arm):
+    """{claim: (verdict, the numbers it rests on)} for one arm's runs (RULES)."""
+    r = lambda n: runs[f"{arm}-{n}"]  # noqa: E731
+    f = lambda mc: f"{mc[0]:+.3f} ± {half_width(mc):.3f}"  # noqa: E731
+    lo = lambda mc: mc[0] - half_width(mc) if mc[1] == mc[1] else float("nan")  # noqa: E731
+    out = {}
+    cos = mean_ci([x["stats"]["cosine_mean"] for x in r("alignment")])
+    neg = mean_ci([x["stats"]["inner_negative_share"] for x in r("alignment")])
+    out["C1"] = ("aligned" if cos[0] > 0 and neg[0] < 0.05 else "not aligned",
+                 f"cosine {cos[0]:.3f}, {100 * neg[0]:.1f}% negative")
+    d3 = mean_ci([x["evals"][-1]["pass@1"] - x["evals"][0]["pass@1"] for x in r("prerl")])
+    out["C3"] = ("collapses" if d3[0] < -0.03 else "rises" if d3[0] > 0.03 else "flat",
+                 f"val pass@1 {f(d3)} from step 0 to {r('prerl')[0]['evals'][-1]['step']}")
+    mult = {mk: mean_ci([x["final"]["test"][f"{mk}_share"] for x in r("nsr-prerl")])[0] /
+            max(mean_ci([x["final"]["test"][f"{mk}_share"] for x in r("base")])[0], 1e-12) for mk in MARKERS}
+    dw = {k: mean_ci([x["evals"][-1][f"p_wait_{k}_cond"] - x["evals"][0][f"p_wait_{k}_cond"] for x in r("nsr-prerl")])
+          for k in ("slip", "right")}
+    markers, tie = min(mult.values()) >= 2, lo(dw["slip"]) > 0 and not lo(dw["right"]) > 0
+    out["C4"] = ({(True, True): "reproduced", (True, False): "markers only", (False, True): "tie only",
+                  (False, False): "not reproduced"}[markers, tie],
+                 ", ".join(f"{mk} x{v:.2f}" for mk, v in mult.items()) +
+                 f"; P(wait | wrong) {f(dw['slip'])}, P(wait | right) {f(dw['right'])}")
+    d5 = paired(runs, f"{arm}-dsrl", f"{arm}-grpo")
+    target = curve(r("grpo"))[-1][1]
+    out["C5"] = ("reproduced" if lo(d5) > 0 else "not reproduced",
+                 f"DSRL - GRPO {f(d5)}; steps to GRPO's final val pass@1 {target:.3f}: GRPO "
+                 f"{steps_to(curve(r('grpo')), target)}, DSRL {steps_to(curve(r('dsrl')), target)}")
+    d6 = paired(runs, f"{arm}-dsrl", f"{arm}-nsr-rl-warmup")
+    out["C6"] = ("reproduced" if lo(d6) > 0 else "not reproduced", f"DSRL - NSR-RL warmup {f(d6)}")
+    return out
+
+
+def claims_table(runs):
+    lines = ["| claim | rule | " + " | ".join(ARMS) + " |", "|---|---|" + "---|" * len(ARMS)]
+    verdicts = {arm: arm_claims(runs, arm) for arm in ARMS}
+    for c, rule in RULES.items():
+        cells = [rule] + [f"**{verdicts[a][c][0]}**: {verdicts[a][c][1]}" for a in ARMS]
+        lines.append(f"| {c} | " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")  # P(y|x) in a table
+    return "\n".join(lines), verdicts
+
+
+def claims_figure(out_dir, runs):
+    """P(wait | wrong step) and P(wait | right step) of the base's own samples along NSR-PreRL and GRPO, per base."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(ARMS), figsize=(4.5 * len(ARMS), 3.4), sharey=True)
+    for ax, arm in zip(axes, ARMS):
+        plot_curves(ax, {f"{n} {label}": curve(runs[f"{arm}-{n}"], f"p_wait_{k}_cond") for n in ("nsr-prerl", "grpo")
+                         for k, label in (("slip", "after wrong"), ("right", "after right"))},
+                    dashed=[f"{n} after right" for n in ("nsr-prerl", "grpo")])
+        ax.set(xlabel="RL step", ylabel="P(wait | step), teacher-forced with the prompt", title=f"{arm} base")
+    save(fig, out_dir, "reflection_claims.png")
+    plt.close("all")
+
+
+def claims_suite(args, device, preset, bases, out_dir):
+    """Every claim job on every (arm, seed) base in a pool of resumable runs, then the report and the figure."""
+    steps = args.rl_steps or SUITE_STEPS[preset] or RL[preset]["steps"]
+    jobs = [j for (arm, seed), base in bases.items() for j in claim_jobs(arm, seed, base, steps)]
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    run_pool(jobs, preset, device, out_dir, args.workers, f"reflection claims {preset}", fn=run_mechanism_job)
+    runs = load_runs(out_dir, jobs)
+    text, verdicts = claims_table(runs)
+    claims_figure(out_dir, runs)
+    return text, verdicts
 
 
 def main(argv=None):
@@ -196,12 +297,32 @@ def main(argv=None):
                     "digits after every step result, reflections after slips (tied) or after random right steps (control)")
     ap.add_argument("--reflect", type=float, default=None, help="share of the corpus's slips followed by a "
                     f"reflection in the continued pre-training (default {ROUTE['reflect']})")
-    ap.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)  # suite_setup checks it
+    ap.add_argument("--suite", action="store_true", help="then the paper's claims (RULES) on the tied and the control "
+                    "bases of every seed: about 15 minutes of one core per base on cpu")
+    ap.add_argument("--rl-steps", type=int, default=None, help="RL steps of the claim runs (default: the paper suite's)")
+    ap.add_argument("--workers", type=int, default=None, help="parallel processes of --suite (default 2 on cpu)")
+    ap.add_argument("--probe", nargs="+", metavar="CKPT", help="only probe these checkpoints (the rule's numbers on "
+                    "their own samples, --seed's val problems) and print them")
     a = ap.parse_args(argv)
+    if a.probe:
+        device, preset = suite_setup(a)
+        rows = []
+        for path in a.probe:
+            try:
+                model = model_from_checkpoint(load_checkpoint(path), device)
+            except UserError as e:
+                fail(e)
+            rec = probe(model, a.seed, RL[preset]["max_new_tokens"])
+            rows.append({"arm": path, "seed": a.seed, "test_pass@1": load_checkpoint(path).get("base_eval", {}).get(
+                "pass@1", float("nan")), **rec})
+        print(table(rows))
+        return
     if a.problems is not None and a.problems < 1:
         fail(f"--problems must be positive, got {a.problems}")
     if a.mix_share is not None and not 0 < a.mix_share <= 1:
         fail(f"--mix-share must be in (0, 1], got {a.mix_share}")
+    if a.rl_steps is not None and a.rl_steps < 1:
+        fail(f"--rl-steps must be positive, got {a.rl_steps}")
     if a.reflect is not None and not 0 <= a.reflect <= 1:
         fail(f"--reflect must be in [0, 1], got {a.reflect}")
     if a.lr is not None and a.lr <= 0:

@@ -325,3 +325,35 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     assert tied.mix is None and tied.mix_share == 0.0 and tied.init == base
     assert tied.corpus.check and control.corpus.check and tied.corpus.reflect == control.corpus.reflect == 1.0
     assert (tied.corpus.reflect_after, control.corpus.reflect_after) == ("slip", "random")
+
+
+def test_reflection_claims_follow_their_rules():
+    """experiments.reflection.arm_claims on hand-made runs: each verdict flips with the number its rule reads."""
+    from experiments import reflection as RF
+
+    def run(seed, evals=(), final=None, **kw):
+        return {"seed": seed, "evals": list(evals), "final": final or {}, **kw}
+
+    def ev(step, p, slip=0.1, right=0.1):
+        return {"step": step, "pass@1": p, "p_wait_slip_cond": slip, "p_wait_right_cond": right}
+
+    def test_split(p, wait=0.1, alt=0.05):
+        return {"test": {"pass@1": p, "wait_share": wait, "alternatively_share": alt}}
+
+    def runs_for(dsrl_gain, wait_gain):
+        seeds, out = range(3), {}
+        out["tied-alignment"] = [run(s, stats={"cosine_mean": 0.4, "inner_negative_share": 0.01}) for s in seeds]
+        out["tied-base"] = [run(s, final=test_split(0.4)) for s in seeds]
+        out["tied-prerl"] = [run(s, [ev(0, 0.4), ev(40, 0.2 + 0.01 * s)]) for s in seeds]
+        out["tied-nsr-prerl"] = [run(s, [ev(0, 0.4, 0.1, 0.05), ev(20, 0.4, 0.1 + wait_gain + 0.01 * s, 0.05)],
+                                     test_split(0.4, 0.1 + wait_gain, 0.05 + wait_gain)) for s in seeds]
+        out["tied-grpo"] = [run(s, [ev(0, 0.4), ev(40, 0.5)], test_split(0.5 + 0.01 * s)) for s in seeds]
+        out["tied-dsrl"] = [run(s, [ev(0, 0.4), ev(40, 0.5 + dsrl_gain)], test_split(0.5 + 0.01 * s + dsrl_gain))
+                            for s in seeds]
+        out["tied-nsr-rl-warmup"] = [run(s, [ev(0, 0.4), ev(40, 0.5)], test_split(0.5 + 0.012 * s)) for s in seeds]
+        return out
+    yes, no = RF.arm_claims(runs_for(0.05, 0.3), "tied"), RF.arm_claims(runs_for(0.0, 0.0), "tied")
+    assert yes["C1"][0] == no["C1"][0] == "aligned" and yes["C3"][0] == "collapses"
+    assert (yes["C4"][0], no["C4"][0]) == ("reproduced", "not reproduced")
+    assert (yes["C5"][0], no["C5"][0]) == ("reproduced", "not reproduced") and "DSRL 40" in yes["C5"][1]
+    assert (yes["C6"][0], no["C6"][0]) == ("reproduced", "not reproduced")
