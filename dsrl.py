@@ -237,9 +237,10 @@ def peak_memory_mb(device):
 COMMITTED_BASES = {"cpu": os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu", "bases")}
 
 
-def committed_base(preset, seed):
-    """Path of the committed base of (preset, seed), or None when there is none."""
-    path = os.path.join(COMMITTED_BASES.get(preset, ""), f"s{seed}.pt")
+def committed_base(preset, seed, prefix="s"):
+    """Path of the committed base of (preset, seed), or None when there is none; prefix "tied-s" / "control-s": the
+    reflection study's bases (experiments/reflection.py)."""
+    path = os.path.join(COMMITTED_BASES.get(preset, ""), f"{prefix}{seed}.pt")
     return path if preset in COMMITTED_BASES and os.path.exists(path) else None
 
 

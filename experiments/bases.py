@@ -159,14 +159,14 @@ def step_time(preset, batch_sizes=(16, 32, 64), steps=20):
         print(f"{preset}, batch {B}: {statistics.median(times[5:]):.3f} s per step ({torch.get_num_threads()} threads)")
 
 
-def export(d, path, seed):
+def export(d, path, seed, extra=None):
     """Weights and config only (no optimizer state): a few MB, loadable by python sample.py --ckpt; pre-training's
-    metrics and curve (base_eval.json) ride along as "base_eval"."""
+    metrics and curve (base_eval.json) ride along as "base_eval", and the keys of `extra`."""
     ck = load_checkpoint(os.path.join(d, "base.pt"))
     with open(os.path.join(d, "base_eval.json")) as f:
         m = json.load(f)
     save_checkpoint(path, {"model": ck["model"], "config": ck["config"], "preset": ck["preset"], "seed": seed,
-                           "done": True, "run": ck["run"], "base_eval": m})
+                           "done": True, "run": ck["run"], "base_eval": m, **(extra or {})})
 
 
 def main(argv=None):

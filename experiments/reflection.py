@@ -34,6 +34,7 @@ import time
 import torch
 
 from dsrl import RL, committed_base, default_warmup, half_width, plot_curves, pyplot, save
+from experiments.bases import export
 from experiments.claims import paired, steps_to
 from experiments.mechanisms import run_mechanism_job, wait_probe, wait_probe_set
 from experiments.report import changed_name, mean_ci, write_json
@@ -100,10 +101,17 @@ def route_name(route):
 
 
 def run_arm(preset, base, seed, arm, route, out_dir, device):
-    """One arm of one seed: retry documents, continued pre-training, probe. Returns its record."""
+    """One arm of one seed: retry documents, continued pre-training, probe. Returns its record, with the path of its
+    model: the committed results/<preset>/bases/<arm>-s<seed>.pt when that was made by this route, else its own."""
     d = os.path.join(out_dir, f"{arm}-s{seed}")
     os.makedirs(d, exist_ok=True)
     new = RL[preset]["max_new_tokens"]
+    committed = committed_base(preset, seed, f"{arm}-s")
+    if committed and load_checkpoint(committed).get("route") == route:
+        model = model_from_checkpoint(load_checkpoint(committed), device)
+        rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
+        return {"arm": arm, "seed": seed, "path": committed, "mix": load_checkpoint(committed).get("mix", {}),
+                "test_pass@1": load_checkpoint(committed)["base_eval"]["pass@1"], **rec}
     mix = None if route["check"] else os.path.join(d, "mix.jsonl")
     if mix is None:
         stats = {}
@@ -128,7 +136,8 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
     _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
     model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
     rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
-    return {"arm": arm, "seed": seed, "mix": stats, "test_pass@1": m["pass@1"], **rec}
+    return {"arm": arm, "seed": seed, "path": os.path.join(d, "base.pt"), "mix": stats, "test_pass@1": m["pass@1"],
+            **rec}
 
 
 def table(rows):
@@ -173,8 +182,7 @@ def reflection(args, device, preset):
     text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
             f"{route})\n\n{table(rows)}\n")
     if args.suite:
-        bases = {(arm, seed): os.path.join(out_dir, f"{arm}-s{seed}", "base.pt") for seed in range(args.seeds)
-                 for arm in ARMS}
+        bases = {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS}
         claims, summary["claims"] = claims_suite(args, device, preset, bases, out_dir)
         text += f"\n## the paper's claims on both bases ({args.seeds} seeds; reflection_claims.png)\n\n{claims}\n"
     summary["wall_minutes"] = (time.time() - t0) / 60
@@ -182,6 +190,10 @@ def reflection(args, device, preset):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
                         for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1")}
     write_json(os.path.join(out_dir, "reflection.json"), summary)
+    for r in rows:
+        if args.export and r["arm"] in ARMS and r["path"].startswith(out_dir):  # not one that is committed already
+            export(os.path.dirname(r["path"]), os.path.join(args.export, f"{r['arm']}-s{r['seed']}.pt"), r["seed"],
+                   extra={"route": route, "mix": r["mix"]})
     with open(os.path.join(out_dir, "reflection.md"), "w") as f:
         f.write(text)
     print(text)
@@ -301,6 +313,8 @@ def main(argv=None):
                     "bases of every seed: about 15 minutes of one core per base on cpu")
     ap.add_argument("--rl-steps", type=int, default=None, help="RL steps of the claim runs (default: the paper suite's)")
     ap.add_argument("--workers", type=int, default=None, help="parallel processes of --suite (default 2 on cpu)")
+    ap.add_argument("--export", metavar="DIR", help="also write DIR/<arm>-s<seed>.pt (weights, config, route) of "
+                    "every arm and seed; results/<preset>/bases/ is where the runs look for committed ones")
     ap.add_argument("--probe", nargs="+", metavar="CKPT", help="only probe these checkpoints (the rule's numbers on "
                     "their own samples, --seed's val problems) and print them")
     a = ap.parse_args(argv)

@@ -325,6 +325,20 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     assert tied.mix is None and tied.mix_share == 0.0 and tied.init == base
     assert tied.corpus.check and control.corpus.check and tied.corpus.reflect == control.corpus.reflect == 1.0
     assert (tied.corpus.reflect_after, control.corpus.reflect_after) == ("slip", "random")
+    # an exported base is reused by the route that made it, and only by that route
+    from experiments.bases import export
+    import dsrl
+    d = tmp_path / RF.route_name(route) / "tied-s0"
+    (d / "base_eval.json").write_text(json.dumps({"pass@1": 0.25}))
+    M.save_checkpoint(str(d / "base.pt"), {"model": m.state_dict(), "config": asdict(m.config), "preset": "tiny",
+                                           "run": {}})
+    export(str(d), str(tmp_path / "committed" / "tied-s0.pt"), 0, extra={"route": route, "mix": {}})
+    monkeypatch.setitem(dsrl.COMMITTED_BASES, "tiny", str(tmp_path / "committed"))
+    rec = RF.run_arm("tiny", base, 0, "tied", route, str(tmp_path / "again"), "cpu")
+    assert rec["path"] == str(tmp_path / "committed" / "tied-s0.pt") and rec["test_pass@1"] == 0.25 and len(seen) == 2
+    other = dict(route, steps=7)
+    rec = RF.run_arm("tiny", base, 0, "tied", other, str(tmp_path / RF.route_name(other)), "cpu")
+    assert rec["path"] == str(tmp_path / RF.route_name(other) / "tied-s0" / "base.pt") and len(seen) == 3
 
 
 def test_reflection_claims_follow_their_rules():
