@@ -167,7 +167,7 @@ def reflection(args, device, preset):
     out_dir = os.path.join(top, route_name(route))
     os.makedirs(out_dir, exist_ok=True)
     t0, rows = time.time(), []
-    for seed in range(args.seeds):
+    for seed in args.only or range(args.seeds):
         base = committed_base(preset, seed) or os.path.join(args.out, preset, "base.pt")
         if not os.path.exists(base):
             pretrain(pretrain_config(preset, seed=seed), os.path.dirname(base), device, resume=True)
@@ -178,6 +178,12 @@ def reflection(args, device, preset):
         rows.append({"arm": "base", "seed": seed, "test_pass@1": ck.get("base_eval", {}).get("pass@1", float("nan")),
                      **rec})
         rows += [run_arm(preset, base, seed, arm, route, out_dir, device) for arm in ARMS]
+    if args.only:  # one process per seed by hand (two on two cores); the report comes from a later --seeds run
+        print(table(rows))
+        if args.suite:
+            claims_suite(args, device, preset, {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS},
+                         out_dir, report=False)
+        return
     summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows}
     text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
             f"{route})\n\n{table(rows)}\n")
@@ -283,12 +289,14 @@ def claims_figure(out_dir, runs):
     plt.close("all")
 
 
-def claims_suite(args, device, preset, bases, out_dir):
+def claims_suite(args, device, preset, bases, out_dir, report=True):
     """Every claim job on every (arm, seed) base in a pool of resumable runs, then the report and the figure."""
     steps = args.rl_steps or SUITE_STEPS[preset] or RL[preset]["steps"]
     jobs = [j for (arm, seed), base in bases.items() for j in claim_jobs(arm, seed, base, steps)]
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     run_pool(jobs, preset, device, out_dir, args.workers, f"reflection claims {preset}", fn=run_mechanism_job)
+    if not report:
+        return None
     runs = load_runs(out_dir, jobs)
     text, verdicts = claims_table(runs)
     claims_figure(out_dir, runs)
@@ -298,6 +306,8 @@ def claims_suite(args, device, preset, bases, out_dir):
 def main(argv=None):
     ap = common_args(__doc__, f"continued pre-training steps (default {ROUTE['steps']})")
     ap.add_argument("--seeds", type=int, default=1, help="bases 0 .. N-1, each with both arms")
+    ap.add_argument("--only", type=int, nargs="+", default=None, metavar="SEED",
+                    help="make only these seeds' arms (and with --suite run their claim jobs), no report")
     ap.add_argument("--problems", type=int, default=None,
                     help=f"train problems sampled (x {G}) for retry documents (default {ROUTE['problems']})")
     ap.add_argument("--mix-share", type=float, default=None,
