@@ -19,7 +19,9 @@ The corpus (the "pre-training data") holds the behaviours the paper talks about,
   - bare solutions: a solution with no question, so P(y) is in distribution (paper section 2);
   - prompt-independent bad habits: guessing `#42` with no steps, or repeating the
     previous operation once more. They are wrong whatever the question, the kind of pattern NSR-PreRL is
-    said to prune from P(y).
+    said to prune from P(y);
+  - check digits (off by default; the reflection study's tied bases): after every result the last digit of the
+    right result, so a slip of that digit shows as two digits that differ:   23*7=162|1 wait 23*7=161|1
 """
 import random
 import re
@@ -278,8 +280,8 @@ def retry_text(problem, text, rng, tied=True):
     after its first wrong result, then ` wait ` and the right redo, then the remaining reference steps, all right.
     tied=False is the control with the reflection's reason removed: the same prefix with the wrong result silently
     made right, and one ` wait ` plus redo after a step drawn at random from the whole solution, so that the
-    reflection no longer follows the model's own slips. None when the text has no wrong step before it leaves the
-    reference order (another order, a method switch, a reflection of its own, an answer before the last step)."""
+    reflection no longer follows the model's own slips. Steps without check digits only. None when the text has no
+    wrong step before it leaves the reference order (another order, a method switch, a reflection of its own, an answer before the last step)."""
     steps = solution_steps(*parse_question(problem.question))
     written = text.split(";")
     for k, (a, op, b, r) in enumerate(steps):
