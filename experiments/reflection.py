@@ -4,7 +4,7 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
     python -m experiments.reflection --preset cpu --seeds 1             # seed 0's base: the tied and the control arm
     python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
     python -m experiments.reflection --preset cpu --problems 8000 --mix-share 0.7   # another route: more documents
-    python -m experiments.reflection --preset cpu --check                 # the corpus with check digits instead
+    python -m experiments.reflection --preset cpu --check --steps 4500 --seeds 3 --suite   # the tied bases (RESULTS.md)
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
   1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
@@ -20,7 +20,8 @@ With --check the arms are corpora instead (no step 1): the base continues on the
 (reward.CorpusConfig.check: `23*7=161|1`, the last digit of the right result after every result, so a slip of the
 last digit shows as two digits that differ), its reflections after its slips (tied) or, with the same draws, after
 the right step each slip is turned into (control, reflect_after="random").
-The base itself is probed the same way. The rule, fixed before the runs: a model's reflection is tied to its errors
+The base itself is probed the same way. --suite then runs the paper's claims on the tied and the control bases
+(claim_jobs; each decided by RULES). The rule, fixed before the runs: a model's reflection is tied to its errors
 when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
 Every step of every run is resumable: a finished file is reused. A route (its --problems, --mix-share, --lr,
 --steps, --scratch, --check, --reflect) has its own folder, OUT/<preset>/reflection/<route>/, named by the values
@@ -320,7 +321,7 @@ def main(argv=None):
     ap.add_argument("--reflect", type=float, default=None, help="share of the corpus's slips followed by a "
                     f"reflection in the continued pre-training (default {ROUTE['reflect']})")
     ap.add_argument("--suite", action="store_true", help="then the paper's claims (RULES) on the tied and the control "
-                    "bases of every seed: about 15 minutes of one core per base on cpu")
+                    "bases of every seed: about 20 minutes of one core per base on cpu")
     ap.add_argument("--rl-steps", type=int, default=None, help="RL steps of the claim runs (default: the paper suite's)")
     ap.add_argument("--workers", type=int, default=None, help="parallel processes of --suite (default 2 on cpu)")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/<arm>-s<seed>.pt (weights, config, route) of "
