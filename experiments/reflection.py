@@ -103,12 +103,15 @@ def route_name(route):
 
 def run_arm(preset, base, seed, arm, route, out_dir, device):
     """One arm of one seed: retry documents, continued pre-training, probe. Returns its record, with the path of its
-    model: the committed results/<preset>/bases/<arm>-s<seed>.pt when that was made by this route, else its own."""
+    model: its own when this route has trained it here (so that the claim runs from it are reused), else the
+    committed results/<preset>/bases/<arm>-s<seed>.pt when that was made by this route, else a new one."""
     d = os.path.join(out_dir, f"{arm}-s{seed}")
     os.makedirs(d, exist_ok=True)
     new = RL[preset]["max_new_tokens"]
     committed = committed_base(preset, seed, f"{arm}-s")
-    if committed and load_checkpoint(committed).get("route") == route:
+    own = os.path.join(d, "base.pt")
+    trained = os.path.exists(own) and load_checkpoint(own).get("done", False)
+    if committed and not trained and load_checkpoint(committed).get("route") == route:
         model = model_from_checkpoint(load_checkpoint(committed), device)
         rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
         return {"arm": arm, "seed": seed, "path": committed, "mix": load_checkpoint(committed).get("mix", {}),
@@ -285,7 +288,7 @@ def claims_figure(out_dir, runs):
         plot_curves(ax, {f"{n} {label}": curve(runs[f"{arm}-{n}"], f"p_wait_{k}_cond") for n in ("nsr-prerl", "grpo")
                          for k, label in (("slip", "after wrong"), ("right", "after right"))},
                     dashed=[f"{n} after right" for n in ("nsr-prerl", "grpo")])
-        ax.set(xlabel="RL step", ylabel="P(wait | step), teacher-forced with the prompt", title=f"{arm} base")
+        ax.set(xlabel="RL step", ylabel="P(wait | step), with the prompt", title=f"{arm} base")
     save(fig, out_dir, "reflection_claims.png")
     plt.close("all")
 

@@ -339,6 +339,10 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     other = dict(route, steps=7)
     rec = RF.run_arm("tiny", base, 0, "tied", other, str(tmp_path / RF.route_name(other)), "cpu")
     assert rec["path"] == str(tmp_path / RF.route_name(other) / "tied-s0" / "base.pt") and len(seen) == 3
+    # where the route trained the arm itself, its own model stays the one the claim runs start from
+    M.save_checkpoint(str(d / "base.pt"), {"model": m.state_dict(), "config": asdict(m.config), "done": True})
+    rec = RF.run_arm("tiny", base, 0, "tied", route, str(tmp_path / RF.route_name(route)), "cpu")
+    assert rec["path"] == str(d / "base.pt")
 
 
 def test_reflection_claims_follow_their_rules():
