@@ -268,9 +268,9 @@ def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(cap
         assert e.value.code == 2 and msg in capsys.readouterr().err
 
 
-def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model(tmp_path, monkeypatch):
-    """experiments.reflection.run_arm: the default route continues the base's weights (init = the base) for its own
-    steps and lr; --scratch pre-trains a new model (no init) on the same mixed stream with the preset's schedule."""
+def fake_reflection_arms(tmp_path, monkeypatch):
+    """experiments.reflection with pre-training replaced by a stub that records its config and saves a tiny model:
+    (the module, the base's path, the tiny model, the list of configs pre-training was called with)."""
     from dataclasses import asdict
     from experiments import reflection as RF
     base = str(tmp_path / "base.pt")
@@ -283,6 +283,13 @@ def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model
         M.save_checkpoint(f"{d}/base.pt", {"model": m.state_dict(), "config": asdict(m.config)})
         return None, {"pass@1": 0.5}, None
     monkeypatch.setattr(RF, "pretrain", fake_pretrain)
+    return RF, base, m, seen
+
+
+def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model(tmp_path, monkeypatch):
+    """experiments.reflection.run_arm: the default route continues the base's weights (init = the base) for its own
+    steps and lr; --scratch pre-trains a new model (no init) on the same mixed stream with the preset's schedule."""
+    RF, base, m, seen = fake_reflection_arms(tmp_path, monkeypatch)
     monkeypatch.setattr(RF, "retry_documents", lambda *a: (["1+1=3 wait 1+1=2;#2"], {"samples": 4, "documents": 1}))
     monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
     args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=False,
@@ -301,18 +308,7 @@ def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model
 def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_follow_slips_or_not(tmp_path, monkeypatch):
     """--check: no retry documents; the tied arm continues the base on the corpus with check digits and reflections
     after slips, the control on the same corpus with each reflection after a right step (reflect_after="random")."""
-    from dataclasses import asdict
-    from experiments import reflection as RF
-    base = str(tmp_path / "base.pt")
-    m = M.GPT(M.PRESETS["tiny"])
-    M.save_checkpoint(base, {"model": m.state_dict(), "config": asdict(m.config)})
-    seen = []
-
-    def fake_pretrain(cfg, d, device, resume, progress):
-        seen.append(cfg)
-        M.save_checkpoint(f"{d}/base.pt", {"model": m.state_dict(), "config": asdict(m.config)})
-        return None, {"pass@1": 0.5}, None
-    monkeypatch.setattr(RF, "pretrain", fake_pretrain)
+    RF, base, m, seen = fake_reflection_arms(tmp_path, monkeypatch)
     monkeypatch.setattr(RF, "retry_documents", lambda *a: pytest.fail("the check route makes no retry documents"))
     monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
     args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=True,
@@ -326,6 +322,7 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     assert tied.corpus.check and control.corpus.check and tied.corpus.reflect == control.corpus.reflect == 1.0
     assert (tied.corpus.reflect_after, control.corpus.reflect_after) == ("slip", "random")
     # an exported base is reused by the route that made it, and only by that route
+    from dataclasses import asdict
     from experiments.bases import export
     import dsrl
     d = tmp_path / RF.route_name(route) / "tied-s0"
