@@ -270,39 +270,6 @@ def corpus_document(rng, cfg=CorpusConfig()):
     return sol if rng.random() < cfg.bare else p.prompt + sol
 
 
-def _clean_step(a, op, b, r):
-    return f"{a}{op}{b}={r}"
-
-
-def retry_text(problem, text, rng, tied=True):
-    """On-policy retry data (Ye et al., "Physics of Language Models, Part 2.2": a wrong step, a retry marker, the
-    correction): a model's own solution `text` of `problem`, read step by step against the reference order, cut
-    after its first wrong result, then ` wait ` and the right redo, then the remaining reference steps, all right.
-    tied=False is the control with the reflection's reason removed: the same prefix with the wrong result silently
-    made right, and one ` wait ` plus redo after a step drawn at random from the whole solution, so that the
-    reflection no longer follows the model's own slips. Steps without check digits only. None when the text has no
-    wrong step before it leaves the reference order (another order, a method switch, a reflection of its own, an answer before the last step)."""
-    steps = solution_steps(*parse_question(problem.question))
-    written = text.split(";")
-    for k, (a, op, b, r) in enumerate(steps):
-        if k >= len(written):
-            return None
-        m = re.fullmatch(r"([0-9]+)([-+*])([0-9]+)=(-?[0-9]+)", written[k])
-        if m is None or (int(m.group(1)), m.group(2), int(m.group(3))) != (a, op, b):
-            return None  # left the reference order (or the format) before any wrong result
-        if int(m.group(4)) != r:
-            break
-    else:
-        return None  # every step right: nothing to retry
-    right = [_clean_step(*s) for s in steps]
-    if tied:
-        parts = right[:k] + [f"{written[k]} wait {right[k]}"] + right[k + 1:]
-    else:
-        j = rng.randrange(len(steps))
-        parts = right[:j] + [f"{right[j]} wait {right[j]}"] + right[j + 1:]
-    return ";".join(parts) + f";#{steps[-1][3]}"
-
-
 # -----------------------------------------------------------------------------
 # verifier and behaviour counters
 

@@ -8,7 +8,7 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
   1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
-     (reward.retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
+     (retry_text): tied, ` wait ` and the right redo right after the sample's own first wrong step; control,
      the same samples with that step made right and one ` wait ` plus redo after a step drawn at random;
   2) continue pre-training the base (train.pretrain with init) for --steps steps on a stream where a document is one
      of those with probability --mix-share and a fresh corpus document otherwise (--scratch: pre-train a new model on
@@ -30,6 +30,7 @@ that differ from ROUTE.
 import json
 import os
 import random
+import re
 import time
 
 import torch
@@ -41,7 +42,8 @@ from experiments.mechanisms import run_mechanism_job, wait_probe, wait_probe_set
 from experiments.report import changed_name, mean_ci, write_json
 from experiments.suite import SUITE_STEPS, curve, load_runs, run_pool, suite_setup
 from model import load_checkpoint, model_from_checkpoint
-from reward import MARKERS, SPLITS, UserError, fail, make_problem, make_split, retry_text, wait_after_steps
+from reward import (MARKERS, SPLITS, UserError, fail, make_problem, make_split, parse_question, solution_steps,
+                    wait_after_steps)
 from sample import generate, prompt_ids
 from train import TRAIN, common_args, pretrain, pretrain_config
 
@@ -56,6 +58,36 @@ ROUTE = dict(problems=1000,    # train problems sampled for retry documents
 PROBE_PROBLEMS = 64            # val problems x G samples for the probe
 TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
 ARMS = {"tied": True, "control": False}
+
+
+def retry_text(problem, text, rng, tied=True):
+    """On-policy retry data (Ye et al., "Physics of Language Models, Part 2.2": a wrong step, a retry marker, the
+    correction): a model's own solution `text` of `problem`, read step by step against the reference order, cut
+    after its first wrong result, then ` wait ` and the right redo, then the remaining reference steps, all right.
+    tied=False is the control with the reflection's reason removed: the same prefix with the wrong result silently
+    made right, and one ` wait ` plus redo after a step drawn at random from the whole solution, so that the
+    reflection no longer follows the model's own slips. Steps without check digits only. None when the text has no
+    wrong step before it leaves the reference order (another order, a method switch, a reflection of its own, an
+    answer before the last step)."""
+    steps = solution_steps(*parse_question(problem.question))
+    written = text.split(";")
+    for k, (a, op, b, r) in enumerate(steps):
+        if k >= len(written):
+            return None
+        m = re.fullmatch(r"([0-9]+)([-+*])([0-9]+)=(-?[0-9]+)", written[k])
+        if m is None or (int(m.group(1)), m.group(2), int(m.group(3))) != (a, op, b):
+            return None  # left the reference order (or the format) before any wrong result
+        if int(m.group(4)) != r:
+            break
+    else:
+        return None  # every step right: nothing to retry
+    right = [f"{a}{op}{b}={r}" for a, op, b, r in steps]
+    if tied:
+        parts = right[:k] + [f"{written[k]} wait {right[k]}"] + right[k + 1:]
+    else:
+        j = rng.randrange(len(steps))
+        parts = right[:j] + [f"{right[j]} wait {right[j]}"] + right[j + 1:]
+    return ";".join(parts) + f";#{steps[-1][3]}"
 
 
 def retry_documents(model, problems, seed, tied, max_new_tokens):

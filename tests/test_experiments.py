@@ -3,6 +3,7 @@ reused only with its settings, the NSR learning-rate rule, the t-interval), the 
 that compare the samplers and another checkout's sampled tokens."""
 import argparse
 import json
+import random
 import re
 from types import SimpleNamespace
 
@@ -221,7 +222,7 @@ def test_peers_bans_our_end_token_and_says_when_the_peers_are_missing(monkeypatc
 
 
 def test_reflection_makes_retry_documents_from_samples_and_judges_by_its_rule(monkeypatch):
-    """experiments.reflection: each readable sample becomes its prompt plus reward.retry_text (tied or control); the
+    """experiments.reflection: each readable sample becomes its prompt plus retry_text (tied or control); the
     probe calls a model tied only when both teacher-forced ratios, the observed ratio and the redo accuracy pass."""
     from experiments import reflection as RF
     p = R.Problem("5+23*7-4", 162)
@@ -266,6 +267,28 @@ def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(cap
         with pytest.raises(SystemExit) as e:
             RF.main([flag, value])
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_retry_text_ties_the_reflection_to_the_models_own_first_wrong_step():
+    """On-policy retry data: ` wait ` comes right after the sample's first wrong result and redoes it right; the rest
+    is the reference steps, so the document answers right. The control has as many waits, each after a right step
+    and at every position over draws; neither is made from a sample it cannot read against the reference order."""
+    from experiments import reflection as RF
+    p = R.Problem("5+23*7-4", 162)
+    slipped = "23*7=161;5+161=165;165-4=161;#161"  # the second step is the sample's own slip
+    tied = RF.retry_text(p, slipped, random.Random(0))
+    assert tied == "23*7=161;5+161=165 wait 5+161=166;166-4=162;#162" and R.score(tied, p.answer) == 1.0
+    assert R.reflection_stats([tied]) == {"waits": 1, "follows_error": 1.0, "redo_right": 1.0}
+    controls = [RF.retry_text(p, slipped, random.Random(s), tied=False) for s in range(40)]
+    assert all(R.reflection_stats([c]) == {"waits": 1, "follows_error": 0.0, "redo_right": 1.0} for c in controls)
+    assert all(R.score(c, p.answer) == 1.0 for c in controls)
+    assert {c.split(" wait ")[0].count(";") for c in controls} == {0, 1, 2}  # after each of the three steps
+    for unusable in ("23*7=161;5+161=166;166-4=162;#162",     # nothing wrong
+                     "5+23=28;28*7=196;196-4=192;#192",       # another order
+                     "23*7 alternatively 20*7=140;3*7=21;140+21=161;5+161=165;#165",  # a method switch first
+                     "23*7=161 wait 23*7=161;5+161=165;#165",  # a reflection of its own
+                     "23*7=161;#161"):                         # stops early
+        assert RF.retry_text(p, unusable, random.Random(0)) is None
 
 
 def fake_reflection_arms(tmp_path, monkeypatch):

@@ -231,27 +231,6 @@ def test_char_classes_name_the_tokens_only_the_question_determines():
     assert len(cls) == len(text)
 
 
-def test_retry_text_ties_the_reflection_to_the_models_own_first_wrong_step():
-    """On-policy retry data: ` wait ` comes right after the sample's first wrong result and redoes it right; the rest
-    is the reference steps, so the document answers right. The control has as many waits, each after a right step
-    and at every position over draws; neither is made from a sample it cannot read against the reference order."""
-    p = R.Problem("5+23*7-4", 162)
-    slipped = "23*7=161;5+161=165;165-4=161;#161"  # the second step is the sample's own slip
-    tied = R.retry_text(p, slipped, random.Random(0))
-    assert tied == "23*7=161;5+161=165 wait 5+161=166;166-4=162;#162" and R.score(tied, p.answer) == 1.0
-    assert R.reflection_stats([tied]) == {"waits": 1, "follows_error": 1.0, "redo_right": 1.0}
-    controls = [R.retry_text(p, slipped, random.Random(s), tied=False) for s in range(40)]
-    assert all(R.reflection_stats([c]) == {"waits": 1, "follows_error": 0.0, "redo_right": 1.0} for c in controls)
-    assert all(R.score(c, p.answer) == 1.0 for c in controls)
-    assert {c.split(" wait ")[0].count(";") for c in controls} == {0, 1, 2}  # after each of the three steps
-    for unusable in ("23*7=161;5+161=166;166-4=162;#162",     # nothing wrong
-                     "5+23=28;28*7=196;196-4=192;#192",       # another order
-                     "23*7 alternatively 20*7=140;3*7=21;140+21=161;5+161=165;#165",  # a method switch first
-                     "23*7=161 wait 23*7=161;5+161=165;#165",  # a reflection of its own
-                     "23*7=161;#161"):                         # stops early
-        assert R.retry_text(p, unusable, random.Random(0)) is None
-
-
 def test_wait_after_steps_counts_reflections_after_wrong_and_after_right_steps():
     texts = ["23*7=151 wait 23*7=161;5+161=166;166-4=162;#162",   # wrong step reflected on, redo right
              "23*7=161 wait 23*7=161;5+161=165;165-4=161;#161",   # right step reflected on; a slip left alone
