@@ -286,13 +286,15 @@ def arm_claims(runs, arm):
                  f"val pass@1 {f(d3)} from step 0 to {r('prerl')[0]['evals'][-1]['step']}")
     mult = {mk: mean_ci([x["final"]["test"][f"{mk}_share"] for x in r("nsr-prerl")])[0] /
             max(mean_ci([x["final"]["test"][f"{mk}_share"] for x in r("base")])[0], 1e-12) for mk in MARKERS}
-    dw = {k: mean_ci([x["evals"][-1][f"p_wait_{k}_cond"] - x["evals"][0][f"p_wait_{k}_cond"] for x in r("nsr-prerl")])
-          for k in ("slip", "right")}
+    dp = lambda n, k: mean_ci([x["evals"][-1][f"p_wait_{k}_cond"] - x["evals"][0][f"p_wait_{k}_cond"]  # noqa: E731
+                               for x in r(n)])  # the change of P(wait | a wrong / right step) along run n
+    dw = {k: dp("nsr-prerl", k) for k in ("slip", "right")}
     markers, tie = min(mult.values()) >= 2, lo(dw["slip"]) > 0 and not lo(dw["right"]) > 0
     out["C4"] = ({(True, True): "reproduced", (True, False): "markers only", (False, True): "tie only",
                   (False, False): "not reproduced"}[markers, tie],
                  ", ".join(f"{mk} x{v:.2f}" for mk, v in mult.items()) +
-                 f"; P(wait | wrong) {f(dw['slip'])}, P(wait | right) {f(dw['right'])}")
+                 f"; P(wait | wrong) {f(dw['slip'])}, P(wait | right) {f(dw['right'])} (GRPO: "
+                 f"{f(dp('grpo', 'slip'))}, {f(dp('grpo', 'right'))})")
     d5 = paired(runs, f"{arm}-dsrl", f"{arm}-grpo")
     target = curve(r("grpo"))[-1][1]
     out["C5"] = ("reproduced" if lo(d5) > 0 else "not reproduced",
