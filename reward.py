@@ -181,10 +181,15 @@ class CorpusConfig:
                                 # slip of the last digit shows as a mismatch of two digits next to each other
     reflect_after: str = "slip"  # "slip": a reflection follows a slip; "random" (the control): the slip it would
                                 # have followed is made right, so ` wait ` follows a right step drawn at random
+    transition_after: str = "upfront"  # "upfront": a hard product is switched before any attempt; "slip": only a
+                                # slipped direct attempt is, after its wrong result (a method switch after a failed
+                                # attempt); "random" (its control): the same draws, the attempt made right
 
     def __post_init__(self):
         if self.reflect_after not in ("slip", "random"):
             raise UserError(f"reflect_after must be 'slip' or 'random', got {self.reflect_after!r}")
+        if self.transition_after not in ("upfront", "slip", "random"):
+            raise UserError(f"transition_after must be 'upfront', 'slip' or 'random', got {self.transition_after!r}")
 
 
 # The two-mode corpus (CorpusConfig.modes, the mechanism study's H4): a tag in the prompt gates a terse style,
@@ -209,23 +214,38 @@ def check_digit(a, op, b):
     return f"|{abs(a + b if op == '+' else a - b if op == '-' else a * b) % 10}"
 
 
+def hard_product(a, op):
+    """A product the corpus may solve another way (CorpusConfig.transition): two digits times one, a not a multiple
+    of ten."""
+    return op == "*" and 10 <= a <= 99 and a % 10 != 0
+
+
+def _switched(rng, a, b, cfg):
+    """A hard product a*b done by splitting the tens from the units: the three steps' text and the value carried on."""
+    parts, carried = [], []
+    for x in (a - a % 10, a % 10):
+        txt, v = _step_text(rng, x, "*", b, x * b, cfg)
+        parts.append(txt)
+        carried.append(v)
+    txt, v = _step_text(rng, carried[0], "+", carried[1], carried[0] + carried[1], cfg)
+    return ";".join(parts + [txt]), v
+
+
 def _step_text(rng, a, op, b, r, cfg):
     """One step as text plus the value carried on (wrong if it slipped and was not caught)."""
     d = lambda n: str(n).zfill(cfg.digits) if n >= 0 else str(n)  # noqa: E731  (digits 0: str(n))
     chk = check_digit(a, op, b) if cfg.check else ""
-    if op == "*" and 10 <= a <= 99 and a % 10 and rng.random() < cfg.transition:
-        # transition: a hard product done by splitting the tens from the units
-        t, u = a - a % 10, a % 10
-        parts, carried = [], []
-        for x in (t, u):
-            txt, v = _step_text(rng, x, "*", b, x * b, cfg)
-            parts.append(txt)
-            carried.append(v)
-        txt, v = _step_text(rng, carried[0], "+", carried[1], carried[0] + carried[1], cfg)
-        return f"{d(a)}*{d(b)} alternatively " + ";".join(parts + [txt]), v
+    if cfg.transition_after == "upfront" and hard_product(a, op) and rng.random() < cfg.transition:
+        txt, v = _switched(rng, a, b, cfg)  # transition: another method before any attempt
+        return f"{d(a)}*{d(b)} alternatively {txt}", v
     head = f"{d(a)}{op}{d(b)}="
     if rng.random() < cfg.slip:
         w = _slipped(rng, r)
+        if cfg.transition_after != "upfront" and hard_product(a, op) and rng.random() < cfg.transition:
+            # transition after a failed attempt (or, the control, after the same attempt made right)
+            first = w if cfg.transition_after == "slip" else r
+            txt, v = _switched(rng, a, b, cfg)
+            return f"{head}{d(first)}{chk} alternatively {txt}", v
         if rng.random() < cfg.reflect:  # reflection: the redo is always right
             first = w if cfg.reflect_after == "slip" else r  # the control: the same draws, the step made right
             return f"{head}{d(first)}{chk} wait {head}{d(r)}{chk}", r
@@ -345,6 +365,33 @@ def wait_after_steps(texts):
     return {"wrong_steps": n[True], "right_steps": n[False], "wait_after_wrong": waits[True] / max(n[True], 1),
             "wait_after_right": waits[False] / max(n[False], 1),
             "redo_right": redo_right / max(waits[True] + waits[False], 1)}
+
+
+def switch_after_steps(texts):
+    """Does a model switch method when an attempt fails? Over every direct attempt `a*b=r` at a hard product
+    (hard_product; the first step of a ';'-separated part) in `texts`: the share of wrong and of right attempts
+    that ` alternatively ` follows, and the share of those switches whose route ends on the right product (the
+    last step of the part two further on, after any reflection there)."""
+    n = {True: 0, False: 0}
+    switches = {True: 0, False: 0}
+    switch_right = 0
+    for t in texts:
+        parts = t.split(";")
+        for k, part in enumerate(parts):
+            first, *rest = part.split(" alternatively ")
+            m = re.fullmatch(rf"\s*{STEP}\s*", first)
+            wrong = step_is_wrong(first)
+            if m is None or wrong is None or not hard_product(int(m.group(1)), m.group(2)):
+                continue
+            n[wrong] += 1
+            if rest:
+                switches[wrong] += 1
+                end = re.fullmatch(rf"\s*{STEP}\s*", parts[k + 2].split(" wait ")[-1]) if k + 2 < len(parts) else None
+                switch_right += end is not None and int(end.group(4)) == int(m.group(1)) * int(m.group(3))
+    return {"wrong_attempts": n[True], "right_attempts": n[False],
+            "switch_after_wrong": switches[True] / max(n[True], 1),
+            "switch_after_right": switches[False] / max(n[False], 1),
+            "switch_right": switch_right / max(switches[True] + switches[False], 1)}
 
 
 TOKEN_CLASSES = ("question operand", "carried operand", "step result", "structure", "marker", "answer", "other")

@@ -31,7 +31,8 @@ from experiments.suite import SUITE_HP, SUITE_STEPS, load_runs, run_job, run_poo
 from experiments.why import why_figures, why_report
 from losses import flat_grad, objective_loss, pretrain_logprobs, token_logprobs
 from model import load_checkpoint, model_from_checkpoint
-from reward import PAD_ID, TERSE, TOKEN_CLASSES, encode, make_problem, make_split, SPLITS, STEP, step_is_wrong
+from reward import (PAD_ID, TERSE, TOKEN_CLASSES, encode, hard_product, make_problem, make_split, SPLITS, STEP,
+                    step_is_wrong)
 from sample import Rollout, generate, prompt_ids, rewards, token_classes
 from dsrl import RL, committed_base, rl_config
 
@@ -146,30 +147,35 @@ def gradient_shares(job, preset, device):
 # -----------------------------------------------------------------------------
 # H2: can the model see its own slips?
 
-def wait_probe_set(model, problems, G, max_new_tokens, seed, cap=300):
+def wait_probe_set(model, problems, G, max_new_tokens, seed, cap=300, marker="wait"):
     """Teacher-forcing items from base samples: for each complete step `a op b=r` of a response (the sample went
-    on with ';' or ' '), the prefix up to r (and its check digit, if any) followed by ' wait', and whether r slipped. At most `cap` of each."""
+    on with ';' or ' '), the prefix up to r (and its check digit, if any) followed by ' ' + marker, and whether r
+    slipped. marker "alternatively": direct attempts at a hard product only (reward.hard_product), the steps a
+    method switch may follow. At most `cap` of each."""
     ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
                   generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed))
     items = {True: [], False: []}
     for i, text in enumerate(ro.texts):
         for m in re.finditer(rf"(?:^|(?<=[;a-z ]))({STEP})(?=[; ])", text):
+            if marker != "wait" and not hard_product(int(m.group(2)), m.group(3)):
+                continue
             slipped = step_is_wrong(m.group(1))
             if slipped is not None and len(items[slipped]) < cap:
-                items[slipped].append((prompt_ids(problems[i // G]), encode(text[:m.end()] + " wait")))
+                items[slipped].append((prompt_ids(problems[i // G]), encode(text[:m.end()] + " " + marker)))
     return items
 
 
-def wait_probe(model, items):
-    """Mean P(' wait' | prefix) over slipped and over right steps, with the prompt (P(y|x)) and without (P(y))."""
+def wait_probe(model, items, marker="wait"):
+    """Mean P(' ' + marker | prefix) over slipped and over right steps, with the prompt (P(y|x)) and without (P(y)):
+    p_<marker>_{slip,right}_{cond,pre}."""
     device, out = model.lm_head.weight.device, {}
-    n_wait = len(encode(" wait"))
+    n_wait = len(encode(" " + marker))
     was = model.training
     model.eval()
     for slipped, rows in items.items():
-        key = "slip" if slipped else "right"
+        key = f"p_{marker}_{'slip' if slipped else 'right'}"
         if not rows:
-            out[f"p_wait_{key}_cond"] = out[f"p_wait_{key}_pre"] = float("nan")
+            out[f"{key}_cond"] = out[f"{key}_pre"] = float("nan")
             continue
         Tp, Tr = max(len(p) for p, _ in rows), max(len(y) for _, y in rows)
         prompt = torch.tensor([[PAD_ID] * (Tp - len(p)) + p for p, _ in rows], device=device)
@@ -177,13 +183,13 @@ def wait_probe(model, items):
         resp = torch.tensor([y + [PAD_ID] * (Tr - len(y)) for _, y in rows], device=device)
         ends = torch.tensor([len(y) for _, y in rows], device=device)
         pos = torch.arange(Tr, device=device)[None]
-        last = (pos >= ends[:, None] - n_wait) & (pos < ends[:, None])  # the ' wait' tokens
+        last = (pos >= ends[:, None] - n_wait) & (pos < ends[:, None])  # the marker's tokens
         with torch.no_grad():
             lc, _ = token_logprobs(model, prompt, resp, pad)
             lm, _ = pretrain_logprobs(model, resp)
-        out[f"p_wait_{key}_cond"] = float(((lc * last).sum(1)).exp().mean())
-        out[f"p_wait_{key}_pre"] = float(((lm * last).sum(1)).exp().mean())
-        out[f"n_{key}"] = len(rows)
+        out[f"{key}_cond"] = float(((lc * last).sum(1)).exp().mean())
+        out[f"{key}_pre"] = float(((lm * last).sum(1)).exp().mean())
+        out[f"n_{'slip' if slipped else 'right'}" + ("" if marker == "wait" else f"_{marker}")] = len(rows)
     model.train(was)
     return out
 

@@ -19,7 +19,10 @@ Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt
 With --check the arms are corpora instead (no step 1): the base continues on the corpus with check digits
 (reward.CorpusConfig.check: `23*7=161|1`, the last digit of the right result after every result, so a slip of the
 last digit shows as two digits that differ), its reflections after its slips (tied) or, with the same draws, after
-the right step each slip is turned into (control, reflect_after="random").
+the right step each slip is turned into (control, reflect_after="random"). --switch does the same for the method
+switch (CorpusConfig.transition_after): ` alternatively ` and the split route follow a slipped direct attempt at a
+hard product (tied) or, with the same draws, that attempt made right (control), and the probe adds the same
+numbers for ` alternatively` after the model's own direct attempts (switch_table; the same rule).
 The base itself is probed the same way. --suite then runs the paper's claims on the tied and the control bases
 (claim_jobs; each decided by RULES). The rule, fixed before the runs: a model's reflection is tied to its errors
 when both teacher-forced ratios are at least 3, the observed ratio at least 3, and at least 70% of its redos are right.
@@ -43,7 +46,7 @@ from experiments.report import changed_name, mean_ci, write_json
 from experiments.suite import SUITE_STEPS, curve, load_runs, run_pool, suite_setup
 from model import load_checkpoint, model_from_checkpoint
 from reward import (MARKERS, SPLITS, UserError, fail, make_problem, make_split, parse_question, solution_steps,
-                    wait_after_steps)
+                    switch_after_steps, wait_after_steps)
 from sample import generate, prompt_ids
 from train import TRAIN, common_args, pretrain, pretrain_config
 
@@ -54,7 +57,9 @@ ROUTE = dict(problems=1000,    # train problems sampled for retry documents
              scratch=0,        # 1: a new model pre-trained on the mixed stream instead (TRAIN[preset]'s schedule)
              check=0,          # 1: no retry documents; the corpus with check digits (CorpusConfig.check), its
                                # reflections after its slips (tied) or after right steps at random (control)
-             reflect=0.5)      # the corpus documents' share of slips followed by a reflection (CorpusConfig.reflect)
+             reflect=0.5,      # the corpus documents' share of slips followed by a reflection (CorpusConfig.reflect)
+             switch=0)         # 1: the method switch after a slipped attempt at a hard product (tied) or, with the
+                               # same draws, after the attempt made right (control) (CorpusConfig.transition_after)
 PROBE_PROBLEMS = 64            # val problems x G samples for the probe
 TIED = dict(ratio=3.0, redo=0.7)  # the rule (module docstring)
 ARMS = {"tied": True, "control": False}
@@ -103,8 +108,10 @@ def retry_documents(model, problems, seed, tied, max_new_tokens):
     return docs, {"samples": len(ro.texts), "documents": len(docs)}
 
 
-def probe(model, seed, max_new_tokens):
-    """The reflection numbers of `model` on its own samples of PROBE_PROBLEMS val problems (module docstring)."""
+def probe(model, seed, max_new_tokens, switch=False):
+    """The reflection numbers of `model` on its own samples of PROBE_PROBLEMS val problems (module docstring);
+    switch=True: the same for ` alternatively` after direct attempts at a hard product (switch_* keys: both
+    teacher-forced ratios, the observed one, and the share of switches that end on the right product)."""
     problems = make_split("val", PROBE_PROBLEMS, seed=seed + 5)
     out = wait_probe(model, wait_probe_set(model, problems, G=G, max_new_tokens=max_new_tokens, seed=seed + 5))
     ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
@@ -115,6 +122,16 @@ def probe(model, seed, max_new_tokens):
     out["ratio_observed"] = out["wait_after_wrong"] / max(out["wait_after_right"], 1e-12)
     out["tied"] = (min(out["ratio_cond"], out["ratio_pre"], out["ratio_observed"]) >= TIED["ratio"]
                    and out["redo_right"] >= TIED["redo"])
+    if switch:
+        m = "alternatively"
+        out.update(wait_probe(model, wait_probe_set(model, problems, G=G, max_new_tokens=max_new_tokens,
+                                                    seed=seed + 5, marker=m), marker=m))
+        out.update(switch_after_steps(ro.texts))
+        for space in ("cond", "pre"):
+            out[f"switch_ratio_{space}"] = out[f"p_{m}_slip_{space}"] / max(out[f"p_{m}_right_{space}"], 1e-12)
+        out["switch_ratio_observed"] = out["switch_after_wrong"] / max(out["switch_after_right"], 1e-12)
+        out["switch_tied"] = (min(out["switch_ratio_cond"], out["switch_ratio_pre"], out["switch_ratio_observed"])
+                              >= TIED["ratio"] and out["switch_right"] >= TIED["redo"])
     return out
 
 
@@ -143,9 +160,9 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
     committed = committed_base(preset, seed, f"{arm}-s")
     own = os.path.join(d, "base.pt")
     trained = os.path.exists(own) and load_checkpoint(own).get("done", False)
-    if committed and not trained and load_checkpoint(committed).get("route") == route:
+    if committed and not trained and dict(ROUTE, **load_checkpoint(committed).get("route", {})) == route:
         model = model_from_checkpoint(load_checkpoint(committed), device)
-        rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
+        rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new, route["switch"]))
         return {"arm": arm, "seed": seed, "path": committed, "mix": load_checkpoint(committed).get("mix", {}),
                 "test_pass@1": load_checkpoint(committed)["base_eval"]["pass@1"], **rec}
     mix = None if route["check"] else os.path.join(d, "mix.jsonl")
@@ -167,11 +184,13 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
     corpus = dict(reflect=route["reflect"])
     if route["check"]:
         corpus.update(check=True, reflect_after="slip" if ARMS[arm] else "random")
+    if route["switch"]:
+        corpus.update(transition_after="slip" if ARMS[arm] else "random")
     cfg = pretrain_config(preset, corpus=corpus, seed=seed, steps=route["steps"], lr=route["lr"], init=init, mix=mix,
                           mix_share=0.0 if mix is None else route["mix_share"], eval_every=max(1, route["steps"] // 5))
     _, m, _ = pretrain(cfg, d, device, resume=True, progress=True)
     model = model_from_checkpoint(load_checkpoint(os.path.join(d, "base.pt")), device)
-    rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new))
+    rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new, route["switch"]))
     return {"arm": arm, "seed": seed, "path": os.path.join(d, "base.pt"), "mix": stats, "test_pass@1": m["pass@1"],
             **rec}
 
@@ -187,9 +206,20 @@ def table(rows):
     return "\n".join(lines)
 
 
+def switch_table(rows):
+    """table's numbers for ` alternatively` after direct attempts at a hard product (a route with switch=1)."""
+    lines = ["| model | seed | P(alternatively) ratio with prompt | without | observed ratio | switch after wrong / "
+             "right attempt | switch right | tied |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['seed']} | {r['switch_ratio_cond']:.2f} | {r['switch_ratio_pre']:.2f} | "
+                     f"{r['switch_ratio_observed']:.2f} | {r['switch_after_wrong']:.3f} / "
+                     f"{r['switch_after_right']:.3f} | {r['switch_right']:.2f} | {'yes' if r['switch_tied'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def make_route(args, preset):
     """ROUTE with the command line's values; --scratch takes the preset's schedule unless --steps / --lr say."""
-    route = dict(ROUTE, scratch=int(args.scratch), check=int(args.check))
+    route = dict(ROUTE, scratch=int(args.scratch), check=int(args.check), switch=int(args.switch))
     if args.scratch:
         route.update(steps=TRAIN[preset]["steps"], lr=TRAIN[preset]["lr"])
     route.update({k: v for k, v in (("problems", args.problems), ("mix_share", args.mix_share), ("steps", args.steps),
@@ -208,14 +238,14 @@ def reflection(args, device, preset):
         if not os.path.exists(base):
             pretrain(pretrain_config(preset, seed=seed), os.path.dirname(base), device, resume=True)
         model = model_from_checkpoint(load_checkpoint(base), device)
-        rec = cached(os.path.join(top, f"base-s{seed}-probe.json"),  # one per base, shared by the routes
-                     lambda: probe(model, seed, RL[preset]["max_new_tokens"]))
+        rec = cached(os.path.join(top, f"base-s{seed}-probe{'-switch' if route['switch'] else ''}.json"),  # per base
+                     lambda: probe(model, seed, RL[preset]["max_new_tokens"], route["switch"]))
         ck = load_checkpoint(base)
         rows.append({"arm": "base", "seed": seed, "test_pass@1": ck.get("base_eval", {}).get("pass@1", float("nan")),
                      **rec})
         rows += [run_arm(preset, base, seed, arm, route, out_dir, device) for arm in ARMS]
     if args.only:  # one process per seed by hand (two on two cores); the report comes from a later --seeds run
-        print(table(rows))
+        print(table(rows) + (f"\n\n{switch_table(rows)}" if route["switch"] else ""))
         if args.suite:
             claims_suite(args, device, preset, {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS},
                          out_dir, report=False)
@@ -223,6 +253,8 @@ def reflection(args, device, preset):
     summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows}
     text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
             f"{route})\n\n{table(rows)}\n")
+    if route["switch"]:
+        text += f"\n## ` alternatively` after direct attempts at a hard product\n\n{switch_table(rows)}\n"
     if args.suite:
         bases = {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS}
         claims, summary["claims"] = claims_suite(args, device, preset, bases, out_dir)
@@ -230,7 +262,9 @@ def reflection(args, device, preset):
     summary["wall_minutes"] = (time.time() - t0) / 60
     for arm in ("base", *ARMS):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
-                        for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1")}
+                        for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1") +
+                        (("switch_ratio_cond", "switch_ratio_pre", "switch_ratio_observed", "switch_right")
+                         if route["switch"] else ())}
     write_json(os.path.join(out_dir, "reflection.json"), summary)
     for r in rows:
         if args.export and r["arm"] in ARMS and r["path"].startswith(out_dir):  # not one that is committed already
@@ -355,6 +389,8 @@ def main(argv=None):
                     "schedule) instead of continuing the base: retry data from the start of pre-training")
     ap.add_argument("--check", action="store_true", help="the arms are corpora instead of retry documents: check "
                     "digits after every step result, reflections after slips (tied) or after random right steps (control)")
+    ap.add_argument("--switch", action="store_true", help="the corpus's method switch after slipped attempts at a "
+                    "hard product (tied) or after the same attempts made right (control), and its probe")
     ap.add_argument("--reflect", type=float, default=None, help="share of the corpus's slips followed by a "
                     f"reflection in the continued pre-training (default {ROUTE['reflect']})")
     ap.add_argument("--suite", action="store_true", help="then the paper's claims (RULES) on the tied and the control "
@@ -374,10 +410,10 @@ def main(argv=None):
                 model = model_from_checkpoint(load_checkpoint(path), device)
             except UserError as e:
                 fail(e)
-            rec = probe(model, a.seed, RL[preset]["max_new_tokens"])
+            rec = probe(model, a.seed, RL[preset]["max_new_tokens"], a.switch)
             rows.append({"arm": path, "seed": a.seed, "test_pass@1": load_checkpoint(path).get("base_eval", {}).get(
                 "pass@1", float("nan")), **rec})
-        print(table(rows))
+        print(table(rows) + (f"\n\n{switch_table(rows)}" if a.switch else ""))
         return
     if a.problems is not None and a.problems < 1:
         fail(f"--problems must be positive, got {a.problems}")

@@ -128,6 +128,18 @@ def test_wait_probe_set_reads_steps_with_and_without_check_digits(monkeypatch):
                               "23*7=160;5+160=165 wait"]
 
 
+def test_alternatively_probe_reads_direct_attempts_at_hard_products_only(monkeypatch):
+    texts = ["23*7=162|1 alternatively 20*7=140|0;3*7=21|1;140+21=161|1;#161", "9*6=54;23*7=161;54+161=215;#215"]
+    monkeypatch.setattr(MECH, "generate", lambda *a, **k: SimpleNamespace(texts=texts))
+    items = MECH.wait_probe_set(M.GPT(M.PRESETS["tiny"]), R.make_split("val", 2), G=1, max_new_tokens=8, seed=0,
+                                marker="alternatively")
+    decoded = {k: [R.decode(y) for _, y in v] for k, v in items.items()}
+    assert decoded == {True: ["23*7=162|1 alternatively"], False: ["9*6=54;23*7=161 alternatively"]}
+    p = MECH.wait_probe(M.GPT(M.PRESETS["tiny"]), items, marker="alternatively")
+    assert set(p) == {"p_alternatively_slip_cond", "p_alternatively_slip_pre", "p_alternatively_right_cond",
+                      "p_alternatively_right_pre", "n_slip_alternatively", "n_right_alternatively"}
+
+
 def test_wait_probe_is_the_probability_of_the_wait_tokens():
     torch.manual_seed(0)
     m = M.GPT(M.PRESETS["tiny"])
@@ -316,7 +328,7 @@ def test_reflection_arm_continues_the_base_or_with_scratch_pretrains_a_new_model
     monkeypatch.setattr(RF, "retry_documents", lambda *a: (["1+1=3 wait 1+1=2;#2"], {"samples": 4, "documents": 1}))
     monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
     args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=False,
-                              reflect=None)
+                              reflect=None, switch=False)
     for scratch in (False, True):
         args.scratch = scratch
         route = RF.make_route(args, "tiny")
@@ -335,7 +347,7 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     monkeypatch.setattr(RF, "retry_documents", lambda *a: pytest.fail("the check route makes no retry documents"))
     monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
     args = argparse.Namespace(problems=None, mix_share=None, steps=None, lr=None, scratch=False, check=True,
-                              reflect=1.0)
+                              reflect=1.0, switch=False)
     route = RF.make_route(args, "tiny")
     assert RF.route_name(route) == "check1-reflect1"
     for arm in RF.ARMS:
@@ -344,7 +356,16 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     assert tied.mix is None and tied.mix_share == 0.0 and tied.init == base
     assert tied.corpus.check and control.corpus.check and tied.corpus.reflect == control.corpus.reflect == 1.0
     assert (tied.corpus.reflect_after, control.corpus.reflect_after) == ("slip", "random")
-    # an exported base is reused by the route that made it, and only by that route
+    assert tied.corpus.transition_after == control.corpus.transition_after == "upfront"
+    args.switch = True  # --switch: the method switch after slipped attempts (tied) or the same attempts made right
+    switch = RF.make_route(args, "tiny")
+    for arm in RF.ARMS:
+        RF.run_arm("tiny", base, 0, arm, switch, str(tmp_path / RF.route_name(switch)), "cpu")
+    assert RF.route_name(switch) == "check1-reflect1-switch1"
+    assert [c.corpus.transition_after for c in seen[2:]] == ["slip", "random"]
+    del seen[2:]
+    # an exported base is reused by the route that made it, and only by that route (a route stored before a
+    # ROUTE key existed counts as that key's default)
     from dataclasses import asdict
     from experiments.bases import export
     import dsrl
@@ -352,7 +373,8 @@ def test_reflection_check_route_trains_the_arms_on_corpora_whose_reflections_fol
     (d / "base_eval.json").write_text(json.dumps({"pass@1": 0.25}))
     M.save_checkpoint(str(d / "base.pt"), {"model": m.state_dict(), "config": asdict(m.config), "preset": "tiny",
                                            "run": {}})
-    export(str(d), str(tmp_path / "committed" / "tied-s0.pt"), 0, extra={"route": route, "mix": {}})
+    export(str(d), str(tmp_path / "committed" / "tied-s0.pt"), 0,
+           extra={"route": {k: v for k, v in route.items() if k != "switch"}, "mix": {}})
     monkeypatch.setitem(dsrl.COMMITTED_BASES, "tiny", str(tmp_path / "committed"))
     rec = RF.run_arm("tiny", base, 0, "tied", route, str(tmp_path / "again"), "cpu")
     assert rec["path"] == str(tmp_path / "committed" / "tied-s0.pt") and rec["test_pass@1"] == 0.25 and len(seen) == 2

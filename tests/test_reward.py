@@ -196,6 +196,32 @@ def test_control_corpus_moves_each_reflection_off_its_slip_and_changes_nothing_e
         R.CorpusConfig(reflect_after="always")
 
 
+def test_switch_after_a_failed_attempt_and_its_control():
+    """transition_after="slip": ` alternatively ` follows a direct attempt at a hard product whose result slipped, and
+    only such an attempt; "random" (the control): the same draws with that attempt made right; "upfront" (the
+    default) switches before any attempt. The split route itself is the same in both, so the answers are too."""
+    rng = random.Random(0)
+    problems = [p for p in R.make_split("train", 3000) if any(R.hard_product(a, op) for a, op, b, r in
+                                                               R.solution_steps(*R.parse_question(p.question)))]
+    out = {}
+    for name in ("slip", "random"):
+        rng = random.Random(4)
+        cfg = R.CorpusConfig(slip=0.4, transition=1.0, reflect=0.5, transition_after=name, check=True)
+        out[name] = [R.solution_text(rng, p, cfg) for p in problems]
+    tied, control = R.switch_after_steps(out["slip"]), R.switch_after_steps(out["random"])
+    assert tied["switch_after_wrong"] == 1.0 and tied["switch_after_right"] == 0.0 and tied["wrong_attempts"] > 50
+    assert control["switch_after_wrong"] == 0.0 and control["switch_after_right"] > 0.2
+    assert sum(t.count(" alternatively ") for t in out["slip"]) == sum(c.count(" alternatively ") for c in out["random"])
+    assert all(t.rsplit("#", 1)[1] == c.rsplit("#", 1)[1] for t, c in zip(out["slip"], out["random"]))
+    assert all(re.search(r"[0-9]+\*[0-9]+ alternatively", t) is None for t in out["slip"])  # never upfront
+    assert sum(re.search(r"[0-9]+\*[0-9]+ alternatively", t) is not None
+               for t in (R.solution_text(rng, p, R.CorpusConfig(transition=1.0)) for p in problems)) > 100
+    assert (R.hard_product(23, "*"), R.hard_product(20, "*"), R.hard_product(7, "*"), R.hard_product(23, "+")) == (
+        True, False, False, False)
+    with pytest.raises(R.UserError, match="transition_after"):
+        R.CorpusConfig(transition_after="never")
+
+
 # --- behaviour counters ------------------------------------------------------------------------------------
 
 def test_markers_and_reflection_stats():
@@ -229,6 +255,16 @@ def test_char_classes_name_the_tokens_only_the_question_determines():
     assert at(" wait") == at("wait") == "marker" and at("#") == "structure"
     assert cls[-3:] == ["answer"] * 3 and at("=") == "structure"
     assert len(cls) == len(text)
+
+
+def test_switch_after_steps_counts_switches_after_wrong_and_after_right_attempts():
+    texts = ["23*7=162|1 alternatively 20*7=140|0;3*7=21|1;140+21=161|1;5+161=166|6;#166",  # wrong, switch right
+             "23*7=161|1 alternatively 20*7=140|0;3*7=20|1;140+20=160|0;#160",    # right attempt, switch ends wrong
+             "23*7=161;9*6=55;161+55=216;#216",                                    # hard right, easy 9*6 not counted
+             "23*7 alternatively 20*7=140;3*7=21;140+21=161;#161"]                 # upfront: no attempt
+    s = R.switch_after_steps(texts)
+    assert (s["wrong_attempts"], s["right_attempts"]) == (1, 2)
+    assert s["switch_after_wrong"] == 1.0 and s["switch_after_right"] == 0.5 and s["switch_right"] == 0.5
 
 
 def test_wait_after_steps_counts_reflections_after_wrong_and_after_right_steps():
