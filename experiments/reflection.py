@@ -5,6 +5,7 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
     python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
     python -m experiments.reflection --preset cpu --problems 8000 --mix-share 0.7   # another route: more documents
     python -m experiments.reflection --preset cpu --check --steps 4500 --seeds 3 --suite   # the tied bases (RESULTS.md)
+    python -m experiments.reflection --preset cpu --check --steps 4500 --suite --jobs nsr-prerl  # the tutorial's run
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
   1) sample the base on --problems train problems x G at temperature 1 and turn each sample into a retry document
@@ -258,19 +259,22 @@ def reflection(args, device, preset):
     if args.suite:
         bases = {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS}
         claims, summary["claims"] = claims_suite(args, device, preset, bases, out_dir)
-        text += f"\n## the paper's claims on both bases ({args.seeds} seeds; reflection_claims.png)\n\n{claims}\n"
+        text += (f"\n## the wait probe along {', '.join(args.jobs)} ({args.seeds} seeds; reflection_probe.png)\n\n"
+                 f"{claims}\n" if args.jobs else
+                 f"\n## the paper's claims on both bases ({args.seeds} seeds; reflection_claims.png)\n\n{claims}\n")
     summary["wall_minutes"] = (time.time() - t0) / 60
     for arm in ("base", *ARMS):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
                         for k in ("ratio_cond", "ratio_pre", "ratio_observed", "redo_right", "test_pass@1") +
                         (("switch_ratio_cond", "switch_ratio_pre", "switch_ratio_observed", "switch_right")
                          if route["switch"] else ())}
-    write_json(os.path.join(out_dir, "reflection.json"), summary)
+    report = "reflection_probe" if args.suite and args.jobs else "reflection"  # a part of the suite: its own report
+    write_json(os.path.join(out_dir, f"{report}.json"), summary)
     for r in rows:
         if args.export and r["arm"] in ARMS and r["path"].startswith(out_dir):  # not one that is committed already
             export(os.path.dirname(r["path"]), os.path.join(args.export, f"{r['arm']}-s{r['seed']}.pt"), r["seed"],
                    extra={"route": route, "mix": r["mix"]})
-    with open(os.path.join(out_dir, "reflection.md"), "w") as f:
+    with open(os.path.join(out_dir, f"{report}.md"), "w") as f:
         f.write(text)
     print(text)
 
@@ -348,28 +352,58 @@ def claims_table(runs):
     return "\n".join(lines), verdicts
 
 
-def claims_figure(out_dir, runs):
-    """P(wait | wrong step) and P(wait | right step) of the base's own samples along NSR-PreRL and GRPO, per base."""
+PROBED = ("nsr-prerl", "grpo")  # the claim runs whose wait probe the figure shows
+
+
+def claims_figure(out_dir, runs, name="reflection_claims.png"):
+    """P(wait | wrong step) and P(wait | right step) of the base's own samples along NSR-PreRL and GRPO (those of
+    them in `runs`), per base."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(ARMS), figsize=(4.5 * len(ARMS), 3.4), sharey=True)
     for ax, arm in zip(axes, ARMS):
-        plot_curves(ax, {f"{n} {label}": curve(runs[f"{arm}-{n}"], f"p_wait_{k}_cond") for n in ("nsr-prerl", "grpo")
+        shown = [n for n in PROBED if f"{arm}-{n}" in runs]
+        plot_curves(ax, {f"{n} {label}": curve(runs[f"{arm}-{n}"], f"p_wait_{k}_cond") for n in shown
                          for k, label in (("slip", "after wrong"), ("right", "after right"))},
-                    dashed=[f"{n} after right" for n in ("nsr-prerl", "grpo")])
+                    dashed=[f"{n} after right" for n in shown])
         ax.set(xlabel="RL step", ylabel="P(wait | step), with the prompt", title=f"{arm} base")
-    save(fig, out_dir, "reflection_claims.png")
+    save(fig, out_dir, name)
     plt.close("all")
+
+
+def probe_table(runs):
+    """P(wait | wrong step) and P(wait | right step), with the prompt, at the first and the last evaluation of every
+    probed run in `runs` (seed means with 95% intervals): what --jobs nsr-prerl prints."""
+    lines = ["| base | run | seeds | P(wait \\| wrong) at start -> end | P(wait \\| right) at start -> end | "
+             "change wrong / right |", "|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        for n in PROBED:
+            rs = runs.get(f"{arm}-{n}")
+            if not rs:
+                continue
+            cell = []
+            for k in ("slip", "right"):
+                a, b = (mean_ci([r["evals"][i][f"p_wait_{k}_cond"] for r in rs]) for i in (0, -1))
+                d = mean_ci([r["evals"][-1][f"p_wait_{k}_cond"] - r["evals"][0][f"p_wait_{k}_cond"] for r in rs])
+                cell.append((f"{a[0]:.3f} -> {b[0]:.3f}", f"{d[0]:+.3f}" + (f" ± {half_width(d):.3f}" if len(rs) > 1
+                                                                             else "")))
+            lines.append(f"| {arm} | {n} ({rs[0]['evals'][-1]['step']} steps) | {len(rs)} | {cell[0][0]} | "
+                         f"{cell[1][0]} | {cell[0][1]} / {cell[1][1]} |")
+    return "\n".join(lines)
 
 
 def claims_suite(args, device, preset, bases, out_dir, report=True):
     """Every claim job on every (arm, seed) base in a pool of resumable runs, then the report and the figure."""
     steps = args.rl_steps or SUITE_STEPS[preset] or RL[preset]["steps"]
-    jobs = [j for (arm, seed), base in bases.items() for j in claim_jobs(arm, seed, base, steps)]
+    jobs = [j for (arm, seed), base in bases.items() for j in claim_jobs(arm, seed, base, steps)
+            if not args.jobs or j["name"].split("-", 1)[1] in args.jobs]
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     run_pool(jobs, preset, device, out_dir, args.workers, f"reflection claims {preset}", fn=run_mechanism_job)
     if not report:
         return None
     runs = load_runs(out_dir, jobs)
+    if args.jobs:  # some of the runs only: the wait probe along them, no verdicts
+        claims_figure(out_dir, runs, "reflection_probe.png")
+        return probe_table(runs), None
     text, verdicts = claims_table(runs)
     claims_figure(out_dir, runs)
     return text, verdicts
@@ -395,6 +429,10 @@ def main(argv=None):
                     f"reflection in the continued pre-training (default {ROUTE['reflect']})")
     ap.add_argument("--suite", action="store_true", help="then the paper's claims (RULES) on the tied and the control "
                     "bases of every seed: about 20 minutes of one core per base on cpu")
+    ap.add_argument("--jobs", nargs="+", choices=[j["name"].split("-", 1)[1] for j in claim_jobs("a", 0, "", 2)],
+                    metavar="JOB", help="with --suite, only these claim runs (nsr-prerl: the tutorial's experiment, "
+                    "tutorial/7-reflection.md); the report is then the wait probe along them "
+                    "(reflection_probe.png), without verdicts")
     ap.add_argument("--rl-steps", type=int, default=None, help="RL steps of the claim runs (default: the paper suite's)")
     ap.add_argument("--workers", type=int, default=None, help="parallel processes of --suite (default 2 on cpu)")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/<arm>-s<seed>.pt (weights, config, route) of "
@@ -415,6 +453,8 @@ def main(argv=None):
                 "pass@1", float("nan")), **rec})
         print(table(rows) + (f"\n\n{switch_table(rows)}" if a.switch else ""))
         return
+    if a.jobs and not a.suite:
+        fail("--jobs picks claim runs of --suite: add --suite")
     if a.problems is not None and a.problems < 1:
         fail(f"--problems must be positive, got {a.problems}")
     if a.mix_share is not None and not 0 < a.mix_share <= 1:

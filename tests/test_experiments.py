@@ -417,3 +417,7 @@ def test_reflection_claims_follow_their_rules():
     assert (yes["C4"][0], no["C4"][0]) == ("reproduced", "not reproduced")
     assert (yes["C5"][0], no["C5"][0]) == ("reproduced", "not reproduced") and "DSRL 40" in yes["C5"][1]
     assert (yes["C6"][0], no["C6"][0]) == ("reproduced", "not reproduced")
+    # --jobs nsr-prerl (the tutorial's run): the probe's start and end along the runs there are, no verdicts
+    some = {k: v for k, v in runs_for(0.0, 0.3).items() if k == "tied-nsr-prerl"}
+    row, = [line for line in RF.probe_table(some).splitlines() if line.startswith("| tied")]
+    assert "0.100 -> 0.410" in row and "+0.310 ± " in row and "0.050 -> 0.050" in row and "control" not in row
