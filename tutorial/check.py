@@ -68,7 +68,7 @@ def starter():
     out = ['"""My answers to the prerl exercises. Check them with: python -m tutorial.check all --impl THIS_FILE\n'
            'You may use the project\'s own functions (losses, model, reward) where an exercise builds on another."""',
            "import math", "", "import torch", "from torch.nn import functional as F", "", "import losses",
-           "from reward import BOS_ID, PAD_ID", ""]
+           "from reward import BOS_ID, PAD_ID, step_is_wrong", ""]
     for n, (title, chapter, names, refs, _) in EXERCISES.items():
         for name, ref in zip(names, refs):
             doc = "\n    ".join(spec(name, ref).splitlines())
@@ -231,7 +231,7 @@ def exercise_numbers(text):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("exercise", nargs="?", help="an exercise number (1-9), several (1,4,5) or 'all'")
+    ap.add_argument("exercise", nargs="?", help="an exercise number (1-10), several (1,4,5) or 'all'")
     ap.add_argument("--impl", nargs="+", help="your file with the functions to check; a folder, a glob or several "
                     "files grade each file (class mode)")
     ap.add_argument("--report", help="class mode: write grades.csv (one row per file and exercise) or results.json "

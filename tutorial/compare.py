@@ -240,3 +240,26 @@ def _rl_run(items, lr, warmup_lr):
     finally:
         dsrl.dsrl_phase = real
     return [(h["objective"], h["lr"]) for h in hist], opt_lr
+
+
+# -----------------------------------------------------------------------------
+# the reflection study's committed bases (results/cpu/bases/tied-s0.pt, control-s0.pt), sampled in the checker's
+# process
+
+@functools.lru_cache(maxsize=1)
+def reflection_samples():
+    """{"tied": texts, "control": texts}: 32 val problems x 4 samples of each committed seed-0 base (temperature 1,
+    sampler seed 5; the same for every student: computed once per process)."""
+    out = {}
+    for arm in ("tied", "control"):
+        path = dsrl.committed_base("cpu", 0, f"{arm}-s")
+        if path is None:
+            raise Mismatch(f"the reflection study's {arm} base results/cpu/bases/{arm}-s0.pt is missing",
+                           "it is committed with the repository: git checkout results/cpu/bases")
+        model = M.model_from_checkpoint(M.load_checkpoint(path))
+        problems = R.make_split("val", 32, seed=5)
+        ro = S.generate(model, [S.prompt_ids(p) for p in problems], G=4, max_new_tokens=96,
+                        generator=torch.Generator().manual_seed(5))
+        out[arm] = ro.texts
+    return out
+

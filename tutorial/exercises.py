@@ -1,5 +1,5 @@
 """
-The nine exercises: how the checker decides each (tutorial/check.py runs them, tutorial/compare.py compares).
+The ten exercises: how the checker decides each (tutorial/check.py runs them, tutorial/compare.py compares).
 
 Every check runs in the checker's own process. It builds its inputs, computes the reference with the project's
 functions, and asks the student's file, running in a child process (tutorial/sandbox.py), for its answers; so the
@@ -7,6 +7,7 @@ student's code never sees or touches the reference. A check raises Mismatch (wha
 answer equals one of the known mistakes listed beside it) or returns a line saying what passed.
 """
 import math
+import re
 
 import torch
 
@@ -15,8 +16,8 @@ import losses
 import reward as R
 import sample as S
 from tutorial.compare import (AGG_CASES, PASS_ON, Mismatch, at_row_token, check_loss, group_where, nsr_step_on_lab,
-                              ppo_where, ragged_mask, raised_hint, rewards_with_edge_cases, rl_run_with_schedule, same,
-                              tensor, tiny_rollout, wire_model)
+                              ppo_where, ragged_mask, raised_hint, reflection_samples, rewards_with_edge_cases,
+                              rl_run_with_schedule, same, tensor, tiny_rollout, wire_model)
 
 # -----------------------------------------------------------------------------
 # the exercises: each check takes the student (a sandbox.Student) and raises Mismatch or returns what passed
@@ -374,6 +375,80 @@ def check_bug(st):
     return "the fixed loss gives GRPO's value and gradient"
 
 
+WAIT_CASES = [  # (texts, what the case is about)
+    (["23*7=151 wait 23*7=161;5+161=166;166-4=162;#162"], "a wrong step, reflected on, redo right"),
+    (["23*7=161 wait 23*7=161;5+161=165;165-4=161;#161"], "a right step reflected on, a slip left alone"),
+    (["23*7 alternatively 20*7=140;3*7=21 wait 3*7=20;140+20=160;#160"], "a method switch, then a wrong redo"),
+    (["23*7=162|1 wait 23*7=161|1;5+161=166|6;#166", "9*6=54|5;54-60=-6|6;#-6"],
+     "check digits `|d`, a wrong check digit after a right result, a negative result"),
+    (["5+3=8 wait 5+3=9 wait 5+3=8;#8"], "two reflections in one step"),
+    (["#42", "", "12+5=", "12+5=17;#17"], "a guess, an empty response, a step cut off, no wrong step at all"),
+]
+
+
+def check_wait_after_steps(st):
+    keys = ("wrong_steps", "right_steps", "wait_after_wrong", "wait_after_right", "redo_right")
+
+    def compare(texts, what):
+        want = R.wait_after_steps(texts)
+        got = raised_hint(lambda: st.call("wait_after_steps", list(texts)), "a response may have no wrong step: "
+                          "a share of nothing is 0 (divide by max(n, 1))", words=("division", "zero"))
+        if not isinstance(got, dict) or set(got) != set(keys):
+            raise Mismatch(f"wait_after_steps({what}) returned {got!r:.200}, expected a dict with keys {keys}")
+        for k in keys:
+            if not isinstance(got[k], (int, float)) or abs(got[k] - want[k]) > 1e-9:
+                hint = wait_hint(texts, k, got[k])
+                raise Mismatch(f"wait_after_steps on {what}: {k} = {got[k]!r}, expected {want[k]:.6g}", hint)
+    for texts, what in WAIT_CASES:
+        compare(texts, f"{texts!r} ({what})")
+    rates = {}
+    for arm, texts in reflection_samples().items():
+        compare(texts, f"the {arm} base's own samples (results/cpu/bases/{arm}-s0.pt, 32 val problems x 4)")
+        w = R.wait_after_steps(texts)
+        rates[arm] = (w["wait_after_wrong"], w["wait_after_right"])
+    return ("counts agree on the edge cases and on both bases' samples: ` wait ` after wrong / right steps "
+            + ", ".join(f"{a} base {x:.3f} / {y:.3f} (x{x / max(y, 1e-12):.1f})" for a, (x, y) in rates.items()))
+
+
+def wait_hint(texts, key, got):
+    """The hint for a known mistake of wait_after_steps whose `key` came out as `got`."""
+    def counted(judge_redo=False, check_digit=False, switch=True, every=False):
+        n, waits, right = {True: 0, False: 0}, {True: 0, False: 0}, 0
+        for t in texts:
+            for part in t.split(";"):
+                part = part.split("alternatively")[-1] if switch else part
+                pieces = part.split(" wait ")
+                for i, first in enumerate(pieces if judge_redo else pieces[:1]):
+                    wrong = R.step_is_wrong(first.split("|")[0]) if not check_digit else digit_wrong(first)
+                    if wrong is None:
+                        continue
+                    n[wrong] += 1
+                    if i + 1 < len(pieces):
+                        waits[wrong] += 1
+                        right += R.step_is_wrong(pieces[i + 1]) is False
+        total = n[True] + n[False]
+        out = {"wrong_steps": n[True], "right_steps": n[False],
+               "wait_after_wrong": waits[True] / max(total if every else n[True], 1),
+               "wait_after_right": waits[False] / max(total if every else n[False], 1),
+               "redo_right": right / max(waits[True] if every else waits[True] + waits[False], 1)}
+        return out[key]
+
+    def digit_wrong(step):
+        m = re.fullmatch(rf"\s*{R.STEP}\s*", step)
+        if m is None or "|" not in step:
+            return R.step_is_wrong(step)
+        return int(m.group(4)) % 10 != int(step.rsplit("|", 1)[1])
+    known = [(counted(judge_redo=True), "a redo after ` wait ` is not a step of its own: judge the first step of "
+                                        "each ';' part, and only look at the redo for redo_right"),
+             (counted(every=True), "wait_after_wrong is a share of the wrong steps (divide by their number, not by "
+                                   "all steps); redo_right is a share of every ` wait `"),
+             (counted(check_digit=True), "a step is wrong by its result: the check digit `|d` is not judged "
+                                         "(reward.step_is_wrong)"),
+             (counted(switch=False), "after ` alternatively ` the part's first step is the split route's: "
+                                     "judge what follows the marker")]
+    return next((h for v, h in known if isinstance(got, (int, float)) and abs(got - v) < 1e-9), "")
+
+
 # number: (title, chapter, functions the student writes, reference functions for the signatures, check)
 EXERCISES = {
     1: ("group advantages", "3-grpo.md", ["group_advantages"], [losses.group_advantages], check_advantages),
@@ -388,5 +463,7 @@ EXERCISES = {
     7: ("the DSRL schedule", "6-dsrl.md", ["dsrl_phase"], [dsrl.dsrl_phase], check_schedule),
     8: ("the unbiased pass@k estimator", "2-model-and-sampler.md", ["pass_at_k"], [S.pass_at_k], check_pass_at_k),
     9: ("find the planted bug", "3-grpo.md", ["one_step_grpo_loss"], [], check_bug),
+    10: ("is the reflection tied to the errors?", "7-reflection.md", ["wait_after_steps"], [R.wait_after_steps],
+         check_wait_after_steps),
 }
 EXERCISE_OF = {name: n for n, (_, _, names, _, _) in EXERCISES.items() for name in names}

@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 import losses
-from reward import BOS_ID
+from reward import BOS_ID, step_is_wrong
 
 
 # --- exercise 1: group advantages ------------------------------------------------------------------------------
@@ -116,3 +116,24 @@ def one_step_grpo_loss(logp, rewards, mask, G):
     ratio = torch.exp(logp - old_logp)
     per_token = torch.maximum(-adv[:, None] * ratio, -adv[:, None] * ratio.clamp(0.8, 1.2))
     return losses.aggregate(per_token, mask)
+
+
+# --- exercise 10: is the reflection tied to the errors? --------------------------------------------------------
+
+def wait_after_steps(texts):
+    n = {True: 0, False: 0}                           # wrong / right steps
+    waits = {True: 0, False: 0}                       # ... that ` wait ` follows
+    redo_right = 0
+    for text in texts:
+        for part in text.split(";"):                  # one step per part, its reflections with it
+            first, *redos = part.split("alternatively")[-1].split(" wait ")
+            wrong = step_is_wrong(first)              # by the result; None: not a step (a guess, a cut-off step)
+            if wrong is None:
+                continue
+            n[wrong] += 1
+            if redos:
+                waits[wrong] += 1
+                redo_right += step_is_wrong(redos[0]) is False
+    return {"wrong_steps": n[True], "right_steps": n[False],
+            "wait_after_wrong": waits[True] / max(n[True], 1), "wait_after_right": waits[False] / max(n[False], 1),
+            "redo_right": redo_right / max(waits[True] + waits[False], 1)}
