@@ -183,7 +183,8 @@ class CorpusConfig:
                                 # have followed is made right, so ` wait ` follows a right step drawn at random
     transition_after: str = "upfront"  # "upfront": a hard product is switched before any attempt; "slip": only a
                                 # slipped direct attempt is, after its wrong result (a method switch after a failed
-                                # attempt); "random" (its control): the same draws, the attempt made right
+                                # attempt, the other method then done right); "random" (its control): the same
+                                # draws, the attempt made right
 
     def __post_init__(self):
         if self.reflect_after not in ("slip", "random"):
@@ -242,9 +243,10 @@ def _step_text(rng, a, op, b, r, cfg):
     if rng.random() < cfg.slip:
         w = _slipped(rng, r)
         if cfg.transition_after != "upfront" and hard_product(a, op) and rng.random() < cfg.transition:
-            # transition after a failed attempt (or, the control, after the same attempt made right)
+            # transition after a failed attempt (or, the control, after the same attempt made right); the other
+            # method is done right, as a reflection's redo is
             first = w if cfg.transition_after == "slip" else r
-            txt, v = _switched(rng, a, b, cfg)
+            txt, v = _switched(rng, a, b, replace(cfg, slip=0.0))
             return f"{head}{d(first)}{chk} alternatively {txt}", v
         if rng.random() < cfg.reflect:  # reflection: the redo is always right
             first = w if cfg.reflect_after == "slip" else r  # the control: the same draws, the step made right

@@ -46,8 +46,8 @@ from experiments.mechanisms import run_mechanism_job, wait_probe, wait_probe_set
 from experiments.report import changed_name, mean_ci, write_json
 from experiments.suite import SUITE_STEPS, curve, load_runs, run_pool, suite_setup
 from model import load_checkpoint, model_from_checkpoint
-from reward import (MARKERS, SPLITS, UserError, fail, make_problem, make_split, parse_question, solution_steps,
-                    switch_after_steps, wait_after_steps)
+from reward import (MARKERS, SPLITS, UserError, fail, hard_product, make_problem, make_split, parse_question,
+                    solution_steps, switch_after_steps, wait_after_steps)
 from sample import generate, prompt_ids
 from train import TRAIN, common_args, pretrain, pretrain_config
 
@@ -112,7 +112,8 @@ def retry_documents(model, problems, seed, tied, max_new_tokens):
 def probe(model, seed, max_new_tokens, switch=False):
     """The reflection numbers of `model` on its own samples of PROBE_PROBLEMS val problems (module docstring);
     switch=True: the same for ` alternatively` after direct attempts at a hard product (switch_* keys: both
-    teacher-forced ratios, the observed one, and the share of switches that end on the right product)."""
+    teacher-forced ratios, the observed one, and the share of switches that end on the right product), on samples
+    of 2 x PROBE_PROBLEMS other val problems that each hold a hard product."""
     problems = make_split("val", PROBE_PROBLEMS, seed=seed + 5)
     out = wait_probe(model, wait_probe_set(model, problems, G=G, max_new_tokens=max_new_tokens, seed=seed + 5))
     ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
@@ -123,10 +124,15 @@ def probe(model, seed, max_new_tokens, switch=False):
     out["ratio_observed"] = out["wait_after_wrong"] / max(out["wait_after_right"], 1e-12)
     out["tied"] = (min(out["ratio_cond"], out["ratio_pre"], out["ratio_observed"]) >= TIED["ratio"]
                    and out["redo_right"] >= TIED["redo"])
-    if switch:
+    if switch:  # its own problems, each with a hard product (about one val problem in four has one)
         m = "alternatively"
+        problems = [p for p in make_split("val", 16 * PROBE_PROBLEMS, seed=seed + 7)
+                    if any(hard_product(a, op) for a, op, _, _ in solution_steps(*parse_question(p.question)))]
+        problems = problems[:2 * PROBE_PROBLEMS]
         out.update(wait_probe(model, wait_probe_set(model, problems, G=G, max_new_tokens=max_new_tokens,
-                                                    seed=seed + 5, marker=m), marker=m))
+                                                    seed=seed + 7, marker=m), marker=m))
+        ro = generate(model, [prompt_ids(p) for p in problems], G=G, max_new_tokens=max_new_tokens,
+                      generator=torch.Generator(device=model.lm_head.weight.device).manual_seed(seed + 8))
         out.update(switch_after_steps(ro.texts))
         for space in ("cond", "pre"):
             out[f"switch_ratio_{space}"] = out[f"p_{m}_slip_{space}"] / max(out[f"p_{m}_right_{space}"], 1e-12)

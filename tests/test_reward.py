@@ -212,6 +212,7 @@ def test_switch_after_a_failed_attempt_and_its_control():
     assert tied["switch_after_wrong"] == 1.0 and tied["switch_after_right"] == 0.0 and tied["wrong_attempts"] > 50
     assert control["switch_after_wrong"] == 0.0 and control["switch_after_right"] > 0.2
     assert sum(t.count(" alternatively ") for t in out["slip"]) == sum(c.count(" alternatively ") for c in out["random"])
+    assert tied["switch_right"] == control["switch_right"] == 1.0  # the other method is done right, as a redo is
     assert all(t.rsplit("#", 1)[1] == c.rsplit("#", 1)[1] for t, c in zip(out["slip"], out["random"]))
     assert all(re.search(r"[0-9]+\*[0-9]+ alternatively", t) is None for t in out["slip"])  # never upfront
     assert sum(re.search(r"[0-9]+\*[0-9]+ alternatively", t) is not None
