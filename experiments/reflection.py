@@ -471,7 +471,10 @@ def main(argv=None):
         fail(f"--reflect must be in [0, 1], got {a.reflect}")
     if a.lr is not None and a.lr <= 0:
         fail(f"--lr must be positive, got {a.lr}")
-    reflection(a, *suite_setup(a))
+    try:
+        reflection(a, *suite_setup(a))
+    except UserError as e:  # e.g. an arm's checkpoint made with other settings: one line, not a traceback
+        fail(e)
 
 
 if __name__ == "__main__":

@@ -275,10 +275,27 @@ def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(cap
     for flag, value, msg in (("--mix-share", "1.5", "--mix-share must be in (0, 1], got 1.5"),
                              ("--problems", "0", "--problems must be positive, got 0"),
                              ("--lr", "-1", "--lr must be positive, got -1.0"),
-                             ("--reflect", "2", "--reflect must be in [0, 1], got 2.0")):
+                             ("--reflect", "2", "--reflect must be in [0, 1], got 2.0"),
+                             ("--jobs", "nsr-prerl", "--jobs picks claim runs of --suite: add --suite")):
         with pytest.raises(SystemExit) as e:
             RF.main([flag, value])
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_reflection_stops_with_one_line_when_an_arm_cannot_resume(tmp_path, monkeypatch, capsys):
+    """An arm's checkpoint made with other settings (another base, say) stops the command with train.pretrain's
+    one-line reason and exit status 2, not a traceback."""
+    RF, base, m, seen = fake_reflection_arms(tmp_path, monkeypatch)
+
+    def refuse(cfg, d, device, resume, progress):
+        raise R.UserError(f"cannot resume {d}/base.pt: it was made with other settings or another base model")
+    monkeypatch.setattr(RF, "pretrain", refuse)
+    monkeypatch.setattr(RF, "committed_base", lambda preset, seed, prefix="s": base if prefix == "s" else None)
+    monkeypatch.setattr(RF, "probe", lambda *a: {"ratio_cond": 1.0})
+    with pytest.raises(SystemExit) as e:
+        RF.main(["--preset", "tiny", "--check", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: cannot resume") and "Traceback" not in err
 
 
 def test_retry_text_ties_the_reflection_to_the_models_own_first_wrong_step():
