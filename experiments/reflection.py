@@ -124,7 +124,7 @@ def probe(model, seed, max_new_tokens, switch=False):
     out["ratio_observed"] = out["wait_after_wrong"] / max(out["wait_after_right"], 1e-12)
     out["tied"] = (min(out["ratio_cond"], out["ratio_pre"], out["ratio_observed"]) >= TIED["ratio"]
                    and out["redo_right"] >= TIED["redo"])
-    if switch:  # its own problems, each with a hard product (about one val problem in four has one)
+    if switch:  # its own problems, each with a hard product (only some val problems hold one)
         m = "alternatively"
         problems = [p for p in make_split("val", 16 * PROBE_PROBLEMS, seed=seed + 7)
                     if any(hard_product(a, op) for a, op, _, _ in solution_steps(*parse_question(p.question)))]
@@ -216,11 +216,12 @@ def table(rows):
 def switch_table(rows):
     """table's numbers for ` alternatively` after direct attempts at a hard product (a route with switch=1)."""
     lines = ["| model | seed | P(alternatively) ratio with prompt | without | observed ratio | switch after wrong / "
-             "right attempt | switch right | tied |", "|---|---|---|---|---|---|---|---|"]
+             "right attempt (attempts) | switch right | tied |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['arm']} | {r['seed']} | {r['switch_ratio_cond']:.2f} | {r['switch_ratio_pre']:.2f} | "
                      f"{r['switch_ratio_observed']:.2f} | {r['switch_after_wrong']:.3f} / "
-                     f"{r['switch_after_right']:.3f} | {r['switch_right']:.2f} | {'yes' if r['switch_tied'] else 'no'} |")
+                     f"{r['switch_after_right']:.3f} ({r['wrong_attempts']} / {r['right_attempts']}) | "
+                     f"{r['switch_right']:.2f} | {'yes' if r['switch_tied'] else 'no'} |")
     return "\n".join(lines)
 
 
