@@ -259,16 +259,17 @@ def reflection(args, device, preset):
                          out_dir, report=False)
         return
     summary = {"preset": preset, "seeds": args.seeds, "route": route, "G": G, "rule": TIED, "rows": rows}
-    text = (f"# reflection tied to the model's errors ({preset}, {args.seeds} seeds, route {route_name(route)}: "
+    n_seeds = f"{args.seeds} seed{'s' * (args.seeds > 1)}"
+    text = (f"# reflection tied to the model's errors ({preset}, {n_seeds}, route {route_name(route)}: "
             f"{route})\n\n{table(rows)}\n")
     if route["switch"]:
         text += f"\n## ` alternatively` after direct attempts at a hard product\n\n{switch_table(rows)}\n"
     if args.suite:
         bases = {(r["arm"], r["seed"]): r["path"] for r in rows if r["arm"] in ARMS}
         claims, summary["claims"] = claims_suite(args, device, preset, bases, out_dir)
-        text += (f"\n## the wait probe along {', '.join(args.jobs)} ({args.seeds} seeds; reflection_probe.png)\n\n"
+        text += (f"\n## the wait probe along {', '.join(args.jobs)} ({n_seeds}; reflection_probe.png)\n\n"
                  f"{claims}\n" if args.jobs else
-                 f"\n## the paper's claims on both bases ({args.seeds} seeds; reflection_claims.png)\n\n{claims}\n")
+                 f"\n## the paper's claims on both bases ({n_seeds}; reflection_claims.png)\n\n{claims}\n")
     summary["wall_minutes"] = (time.time() - t0) / 60
     for arm in ("base", *ARMS):
         summary[arm] = {k: mean_ci([r[k] for r in rows if r["arm"] == arm])
