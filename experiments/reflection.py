@@ -4,7 +4,7 @@ Reflection tied to the model's own errors: on-policy retry data, and its control
     python -m experiments.reflection --preset cpu --seeds 1             # seed 0's base: the tied and the control arm
     python -m experiments.reflection --preset tiny --seeds 1 --steps 8  # the machinery in a minute (a test)
     python -m experiments.reflection --preset cpu --problems 8000 --mix-share 0.7   # another route: more documents
-    python -m experiments.reflection --preset cpu --check --steps 4500 --seeds 3 --suite   # the tied bases (RESULTS.md)
+    python -m experiments.reflection --preset cpu --check --steps 4500 --seeds 5 --suite   # the tied bases (RESULTS.md)
     python -m experiments.reflection --preset cpu --check --steps 4500 --suite --jobs nsr-prerl  # the tutorial's run
 
 Per seed, from that seed's base (the committed results/<preset>/bases/s<seed>.pt, else OUT/<preset>/base.pt):
