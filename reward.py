@@ -369,33 +369,6 @@ def wait_after_steps(texts):
             "redo_right": redo_right / max(waits[True] + waits[False], 1)}
 
 
-def switch_after_steps(texts):
-    """Does a model switch method when an attempt fails? Over every direct attempt `a*b=r` at a hard product
-    (hard_product; the first step of a ';'-separated part) in `texts`: the share of wrong and of right attempts
-    that ` alternatively ` follows, and the share of those switches whose route ends on the right product (the
-    last step of the part two further on, after any reflection there)."""
-    n = {True: 0, False: 0}
-    switches = {True: 0, False: 0}
-    switch_right = 0
-    for t in texts:
-        parts = t.split(";")
-        for k, part in enumerate(parts):
-            first, *rest = part.split(" alternatively ")
-            m = re.fullmatch(rf"\s*{STEP}\s*", first)
-            wrong = step_is_wrong(first)
-            if m is None or wrong is None or not hard_product(int(m.group(1)), m.group(2)):
-                continue
-            n[wrong] += 1
-            if rest:
-                switches[wrong] += 1
-                end = re.fullmatch(rf"\s*{STEP}\s*", parts[k + 2].split(" wait ")[-1]) if k + 2 < len(parts) else None
-                switch_right += end is not None and int(end.group(4)) == int(m.group(1)) * int(m.group(3))
-    return {"wrong_attempts": n[True], "right_attempts": n[False],
-            "switch_after_wrong": switches[True] / max(n[True], 1),
-            "switch_after_right": switches[False] / max(n[False], 1),
-            "switch_right": switch_right / max(switches[True] + switches[False], 1)}
-
-
 TOKEN_CLASSES = ("question operand", "carried operand", "step result", "structure", "marker", "answer", "other")
 _STEP = re.compile(r"([0-9]+)([-+*])([0-9]+)(?:=(-?[0-9]+))?")
 

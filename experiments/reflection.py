@@ -42,12 +42,12 @@ import torch
 from dsrl import RL, committed_base, default_warmup, half_width, plot_curves, pyplot, save
 from experiments.bases import export
 from experiments.claims import paired, steps_to
-from experiments.mechanisms import run_mechanism_job, wait_probe, wait_probe_set
+from experiments.mechanisms import run_mechanism_job, switch_after_steps, wait_probe, wait_probe_set
 from experiments.report import changed_name, mean_ci, write_json
 from experiments.suite import SUITE_STEPS, curve, load_runs, run_pool, suite_setup
 from model import load_checkpoint, model_from_checkpoint
 from reward import (MARKERS, SPLITS, UserError, fail, hard_product, make_problem, make_split, parse_question,
-                    solution_steps, switch_after_steps, wait_after_steps)
+                    solution_steps, wait_after_steps)
 from sample import generate, prompt_ids
 from train import TRAIN, common_args, pretrain, pretrain_config
 
@@ -167,11 +167,12 @@ def run_arm(preset, base, seed, arm, route, out_dir, device):
     committed = committed_base(preset, seed, f"{arm}-s")
     own = os.path.join(d, "base.pt")
     trained = os.path.exists(own) and load_checkpoint(own).get("done", False)
-    if committed and not trained and dict(ROUTE, **load_checkpoint(committed).get("route", {})) == route:
-        model = model_from_checkpoint(load_checkpoint(committed), device)
+    ck = load_checkpoint(committed) if committed and not trained else None
+    if ck is not None and dict(ROUTE, **ck.get("route", {})) == route:
+        model = model_from_checkpoint(ck, device)
         rec = cached(os.path.join(d, "probe.json"), lambda: probe(model, seed, new, route["switch"]))
-        return {"arm": arm, "seed": seed, "path": committed, "mix": load_checkpoint(committed).get("mix", {}),
-                "test_pass@1": load_checkpoint(committed)["base_eval"]["pass@1"], **rec}
+        return {"arm": arm, "seed": seed, "path": committed, "mix": ck.get("mix", {}),
+                "test_pass@1": ck["base_eval"]["pass@1"], **rec}
     mix = None if route["check"] else os.path.join(d, "mix.jsonl")
     if mix is None:
         stats = {}

@@ -128,6 +128,16 @@ def test_wait_probe_set_reads_steps_with_and_without_check_digits(monkeypatch):
                               "23*7=160;5+160=165 wait"]
 
 
+def test_switch_after_steps_counts_switches_after_wrong_and_after_right_attempts():
+    texts = ["23*7=162|1 alternatively 20*7=140|0;3*7=21|1;140+21=161|1;5+161=166|6;#166",  # wrong, switch right
+             "23*7=161|1 alternatively 20*7=140|0;3*7=20|1;140+20=160|0;#160",    # right attempt, switch ends wrong
+             "23*7=161;9*6=55;161+55=216;#216",                                    # hard right, easy 9*6 not counted
+             "23*7 alternatively 20*7=140;3*7=21;140+21=161;#161"]                 # upfront: no attempt
+    s = MECH.switch_after_steps(texts)
+    assert (s["wrong_attempts"], s["right_attempts"]) == (1, 2)
+    assert s["switch_after_wrong"] == 1.0 and s["switch_after_right"] == 0.5 and s["switch_right"] == 0.5
+
+
 def test_alternatively_probe_reads_direct_attempts_at_hard_products_only(monkeypatch):
     texts = ["23*7=162|1 alternatively 20*7=140|0;3*7=21|1;140+21=161|1;#161", "9*6=54;23*7=161;54+161=215;#215"]
     monkeypatch.setattr(MECH, "generate", lambda *a, **k: SimpleNamespace(texts=texts))

@@ -6,6 +6,7 @@ import string
 import pytest
 
 import reward as R
+from experiments.mechanisms import switch_after_steps  # the probe of a method switch after failed attempts
 
 
 # --- tokenizer ---------------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_switch_after_a_failed_attempt_and_its_control():
         rng = random.Random(4)
         cfg = R.CorpusConfig(slip=0.4, transition=1.0, reflect=0.5, transition_after=name, check=True)
         out[name] = [R.solution_text(rng, p, cfg) for p in problems]
-    tied, control = R.switch_after_steps(out["slip"]), R.switch_after_steps(out["random"])
+    tied, control = switch_after_steps(out["slip"]), switch_after_steps(out["random"])
     assert tied["switch_after_wrong"] == 1.0 and tied["switch_after_right"] == 0.0 and tied["wrong_attempts"] > 50
     assert control["switch_after_wrong"] == 0.0 and control["switch_after_right"] > 0.2
     assert sum(t.count(" alternatively ") for t in out["slip"]) == sum(c.count(" alternatively ") for c in out["random"])
@@ -256,16 +257,6 @@ def test_char_classes_name_the_tokens_only_the_question_determines():
     assert at(" wait") == at("wait") == "marker" and at("#") == "structure"
     assert cls[-3:] == ["answer"] * 3 and at("=") == "structure"
     assert len(cls) == len(text)
-
-
-def test_switch_after_steps_counts_switches_after_wrong_and_after_right_attempts():
-    texts = ["23*7=162|1 alternatively 20*7=140|0;3*7=21|1;140+21=161|1;5+161=166|6;#166",  # wrong, switch right
-             "23*7=161|1 alternatively 20*7=140|0;3*7=20|1;140+20=160|0;#160",    # right attempt, switch ends wrong
-             "23*7=161;9*6=55;161+55=216;#216",                                    # hard right, easy 9*6 not counted
-             "23*7 alternatively 20*7=140;3*7=21;140+21=161;#161"]                 # upfront: no attempt
-    s = R.switch_after_steps(texts)
-    assert (s["wrong_attempts"], s["right_attempts"]) == (1, 2)
-    assert s["switch_after_wrong"] == 1.0 and s["switch_after_right"] == 0.5 and s["switch_right"] == 0.5
 
 
 def test_wait_after_steps_counts_reflections_after_wrong_and_after_right_steps():
