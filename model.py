@@ -45,37 +45,58 @@ PRESETS = {  # model sizes; the settings of each preset: pre-training at the top
 
 
 class KVCache:
-    """Keys and values of every layer for `batch` rows, preallocated for `max_len` positions.
-    `pad` (B,) counts each row's left-pad tokens; `t` is how many positions are filled."""
+    """Keys and values of every layer for `batch` rows, up to `max_len` positions. `pad` (B,) counts each row's
+    left-pad tokens; `t` is how many positions are filled.
 
-    def __init__(self, cfg, batch, max_len, pad, device, dtype, static=False):
-        # One tensor per layer, (B, nh, max_len, hs), so that torch.compile writes a step in place (into a slice of
-        # one tensor for all layers it copied the layer's whole cache every step). Empty: a position is written
-        # (prefill or decode) before any query reads it. static=True fixes every shape of a decode step, so that it
-        # can be captured once as a CUDA graph (sample.generate): each step reads the whole buffer, its unwritten
-        # positions masked, and writes at `pos`, the position as a tensor; zeros then, since a masked key still
-        # enters a matmul (0 * NaN = NaN).
-        self.static = static
-        alloc, shape = torch.zeros if static else torch.empty, (batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-        self.k, self.v = ([alloc(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)] for _ in range(2))
+    A decode step attends over the whole buffer, its unfilled positions masked: a batched matmul over a whole
+    contiguous tensor runs about three times faster on a CPU than over a slice of a longer one (which it copies
+    first; python -m experiments.bench --sampler --profile). So the buffer grows by `chunk` positions at a time,
+    and a step reads at most chunk - 1 empty positions. static=True allocates all max_len positions at once and
+    fixes every shape of a decode step, so that it can be captured once as a CUDA graph (sample.generate); it
+    writes at `pos`, the position as a tensor."""
+
+    def __init__(self, cfg, batch, max_len, pad, device, dtype, static=False, chunk=16):
+        # One tensor per layer, (B, nh, capacity, hs), so that torch.compile writes a step in place (into a slice of
+        # one tensor for all layers it copied the layer's whole cache every step). Zeros: an unfilled position is
+        # masked, but it still enters the matmuls (0 * NaN = NaN).
+        self.static, self.max_len, self.chunk = static, max_len, max_len if static else chunk
+        empty = (batch, cfg.n_head, 0, cfg.n_embd // cfg.n_head)  # the first forward reserves its positions
+        self.k, self.v = ([torch.zeros(empty, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+                          for _ in range(2))
         self.pad = pad
         self.t = 0
         self.pos = torch.zeros((), dtype=torch.long, device=device)  # = t, kept only when static
         self.blocks = None  # the blocks a decode step runs instead of the model's own (sample.generate(compile=True))
-        # a decode step's additive attention bias, built once: 0 on real keys, -inf on left padding
+        # 0 on real keys, -inf on left padding: the additive attention bias of a decode step, before the unfilled
+        # positions are masked
         self.k_pos = torch.arange(max_len, device=device)
         self.bias = torch.zeros(batch, 1, 1, max_len, device=device, dtype=dtype).masked_fill(
             (self.k_pos[None, :] < pad[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, max_len)
+
+    def capacity(self):
+        return self.k[0].size(2)
+
+    def reserve(self, n):
+        """Make room for n positions: `chunk` more zeros (or as many chunks as it takes) after the filled ones."""
+        if n <= self.capacity():
+            return
+        more = min(self.max_len, -(-n // self.chunk) * self.chunk) - self.capacity()
+        for layers in (self.k, self.v):
+            for i, old in enumerate(layers):
+                layers[i] = torch.cat([old, old.new_zeros(*old.shape[:2], more, old.size(3))], 2)
+
+    def decode_mask(self):
+        """(B, 1, 1, capacity) additive bias of a decode step that writes position t: left padding and the
+        positions after t are -inf."""
+        cap = self.capacity()
+        return self.bias[..., :cap].masked_fill(self.k_pos[:cap] > (self.pos if self.static else self.t),
+                                                float("-inf"))
 
     def expand(self, g):
         """Repeat every row g times (B -> B*g): prefill a prompt once, then sample G answers from it."""
         if g == 1:
             return
-        for layers in (self.k, self.v):  # copy only the filled positions: the rest of the buffer is still empty
-            for i, old in enumerate(layers):
-                new = (old.new_zeros if self.static else old.new_empty)(old.size(0) * g, *old.shape[1:])
-                new[:, :, :self.t] = old[:, :, :self.t].repeat_interleave(g, dim=0)
-                layers[i] = new
+        self.k, self.v = ([x.repeat_interleave(g, dim=0) for x in layers] for layers in (self.k, self.v))
         self.pad = self.pad.repeat_interleave(g)
         self.bias = self.bias.repeat_interleave(g, dim=0)
 
@@ -100,24 +121,27 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
-        if cache is not None and cache.static and T == 1:  # write at the tensor position; attend over the whole buffer
-            cache.k[self.layer].index_copy_(2, cache.pos.view(1), k)
-            cache.v[self.layer].index_copy_(2, cache.pos.view(1), v)
-            k, v = cache.k[self.layer], cache.v[self.layer]                     # (B, nh, max_len, hs)
-        elif cache is not None:  # write this chunk's keys/values, then attend over everything so far
-            ck, cv = cache.k[self.layer], cache.v[self.layer]
-            ck[:, :, cache.t:cache.t + T], cv[:, :, cache.t:cache.t + T] = k, v
-            k, v = ck[:, :, :cache.t + T], cv[:, :, :cache.t + T]                  # (B, nh, t + T, hs)
-        drop = self.dropout if self.training else 0.0
-        if cache is not None and T == 1:  # a decode step: one query per row. Two plain batched matmuls read the
-            # cache faster than the fused kernel (python -m experiments.bench --sampler --profile); the mask is the
-            # cache's additive bias
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1))) + mask  # (B, nh, 1, Tk)
-            y = torch.softmax(att, dim=-1) @ v                                       # (B, nh, 1, hs)
-        elif mask is None:  # no padding, no cache: the plain causal fast path
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        if cache is not None and T == 1:  # a decode step: write this position, attend over the whole buffer
+            ck, cv = cache.k[self.layer], cache.v[self.layer]                       # (B, nh, capacity, hs)
+            if cache.static:  # at the tensor position (no Python int in a CUDA graph)
+                ck.index_copy_(2, cache.pos.view(1), k)
+                cv.index_copy_(2, cache.pos.view(1), v)
+            else:
+                ck[:, :, cache.t], cv[:, :, cache.t] = k[:, :, 0], v[:, :, 0]
+            # one query per row: two plain batched matmuls read the cache faster than the fused kernel; the mask is
+            # the cache's additive bias (KVCache.decode_mask)
+            att = (q @ ck.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1))) + mask  # (B, nh, 1, capacity)
+            y = torch.softmax(att, dim=-1) @ cv                                      # (B, nh, 1, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            drop = self.dropout if self.training else 0.0
+            if cache is not None:  # a prefill: write this chunk's keys/values, then attend over everything so far
+                ck, cv = cache.k[self.layer], cache.v[self.layer]
+                ck[:, :, cache.t:cache.t + T], cv[:, :, cache.t:cache.t + T] = k, v
+                k, v = ck[:, :, :cache.t + T], cv[:, :, :cache.t + T]                  # (B, nh, t + T, hs)
+            if mask is None:  # no padding, no cache: the plain causal fast path
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -192,11 +216,11 @@ class GPT(nn.Module):
         if cache is not None:
             pad = cache.pad
         assert t0 + T <= self.config.block_size, f"sequence of {t0 + T} > block_size {self.config.block_size}"
-        if cache is not None and T == 1 and cache.static:  # fixed shapes: the whole buffer, written positions only
-            pos = (cache.pos - pad)[:, None]                                                        # (B, 1)
-            mask = cache.bias.masked_fill(cache.k_pos > cache.pos, float("-inf"))                  # (B, 1, 1, max_len)
-        elif cache is not None and T == 1:  # a decode step: one real query that may see every real key
-            pos, mask = (t0 - pad)[:, None], cache.bias[:, :, :, :t0 + 1]             # (B, 1), (B, 1, 1, Tk)
+        if cache is not None:
+            cache.reserve(t0 + T)
+        if cache is not None and T == 1:  # a decode step: one real query that may see every real key
+            pos = ((cache.pos if cache.static else t0) - pad)[:, None]                              # (B, 1)
+            mask = cache.decode_mask()                                                        # (B, 1, 1, capacity)
         elif pad is None:  # (a cache always carries a pad tensor, so this is the uncached path)
             pos, mask = torch.arange(T, device=idx.device), None
         else:

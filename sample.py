@@ -92,9 +92,10 @@ def generate(model, prompts, G=1, max_new_tokens=96, temperature=1.0, top_k=None
     compile=True runs the decode steps through torch.compile'd blocks (dynamic shapes: the cache grows every step
     and rows leave it); the first call compiles, for tens of seconds. static=True keeps every shape of a decode step
     fixed (a static cache, model.KVCache; no rows leave): on a GPU the step is then captured once as a CUDA graph and
-    replayed, one launch per step instead of one per kernel. On a CPU it is slower (it reads the whole cache), so
-    static=None (the default) means STATIC_ON_CUDA on a GPU and False elsewhere. (Twelve arguments: the sampling
-    knobs, then one switch per sampler path, so that tests and the benchmark compare the paths on the same rows.)"""
+    replayed, one launch per step instead of one per kernel. On a CPU it is slower (every step reads the whole
+    buffer and no rows leave), so static=None (the default) means STATIC_ON_CUDA on a GPU and False elsewhere.
+    (Twelve arguments: the sampling knobs, then one switch per sampler path, so that tests and the benchmark
+    compare the paths on the same rows.)"""
     device = model.lm_head.weight.device
     static = use_cache and (STATIC_ON_CUDA and device.type == "cuda" if static is None else static)
     B, Tp = len(prompts), max(len(p) for p in prompts)

@@ -201,6 +201,7 @@ def compare_tokens(other, preset="cpu", rows=(256, 1024), new_tokens=64, out="ou
     ../before COMMIT`) and of this one, on the bench's rows: the same random model (torch seed 0), prompts and
     generator seed. Prints how many rows differ."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = os.path.abspath(out)  # each checkout's sampler runs in its own folder
     os.makedirs(out, exist_ok=True)
     got = {}
     for name, tree in (("other", os.path.abspath(other)), ("this", root)):
