@@ -77,7 +77,7 @@ class RLConfig:
     prerl_advantage: str = "r-mean"  # or "+-1" (losses.prerl_loss)
     temperature: float = 1.0        # rollout temperature (the paper: 1.0)
     micro_batch: int = None         # rows per loss/backward chunk, whole groups (None: all rows at once)
-    other_space_every: int = 1      # the logging-only log-prob pass of the untrained space every k-th step (0: never)
+    other_space_every: int = 4      # the logging-only log-prob pass of the untrained space every k-th step (0: never)
     weight_decay: float = 0.0       # AdamW's (the official script's 0.01: experiments/mechanisms.py, H3)
     warmup_coef: float = 1.0        # multiplies phase 1's loss (the official pretrain_loss_coef 0.01: H3)
     reset_at_switch: bool = False   # clear AdamW's moments at the switch (policy_reincarnation; H3)
@@ -212,7 +212,7 @@ def rl_args(ap):
     rl.add_argument("--micro-batch", type=int, default=None, help="rows per loss/backward chunk, a multiple of "
                     "--group (the same gradient; default: the preset's)")
     rl.add_argument("--other-space-every", type=int, default=None,
-                    help="the logging-only log-prob pass of the untrained space every k-th step (0: never; default 1)")
+                    help="the logging-only log-prob pass of the untrained space every k-th step (0: never; default 4)")
     rl.add_argument("--ckpt-every", type=int, default=None, help="checkpoint interval in RL steps (default 10)")
 
 

@@ -22,7 +22,7 @@ import time
 import torch
 
 from dsrl import Phase, peak_memory_mb, rl_config
-from model import GPT, PRESETS, data_parallel, load_checkpoint, model_from_checkpoint
+from model import GPT, PRESETS, data_parallel, load_checkpoint, machine, model_from_checkpoint
 from reward import SPLITS, fail, make_problem, make_split
 from sample import generate, pick_device, prompt_ids
 from train import rl_step
@@ -59,6 +59,12 @@ def copy_gbps(device, mib=256, reps=5):
     return 2 * a.numel() * 4 * reps / (time.perf_counter() - t) / 1e9
 
 
+def where(gflops, device="cpu"):
+    """The machine beside every figure: chip, threads, torch, and the measured matmul rate the floors use."""
+    m = machine(device)
+    return f"{m['chip']}, {m['threads']} threads, torch {m['torch']}, fp32 matmul {gflops:.0f} GFLOP/s"
+
+
 def bench_sampler(args):
     """--sampler: tokens/s of naive recompute vs the KV-cached sampler (the growing cache, the static
     one, and with --compile both through torch.compile) on one model, same rows and lengths, against the FLOP and
@@ -68,8 +74,7 @@ def bench_sampler(args):
     model = GPT(PRESETS[args.preset]).to(device).eval()  # random weights: rows never stop early
     gflops, gbps = matmul_gflops(device), copy_gbps(device)
     print(f"bench: preset {args.preset} ({model.num_params() / 1e6:.2f}M params), {args.new_tokens} new tokens per "
-          f"row, device {device}, {torch.get_num_threads()} threads; fp32 matmul {gflops:.0f} GFLOP/s, "
-          f"memory copy {gbps:.1f} GB/s")
+          f"row, device {device}; {where(gflops, device)}, memory copy {gbps:.1f} GB/s")
     if device.startswith("cuda"):  # the rates training runs at (bf16 autocast), for the README's laptop estimate
         print(f"  large matmuls (n=4096): fp32 {matmul_gflops(device, n=4096):.0f} GFLOP/s, bf16 "
               f"{matmul_gflops(device, torch.bfloat16, n=4096):.0f} GFLOP/s")
@@ -113,10 +118,34 @@ def bench_sampler(args):
               f"memory floor {mem_ms:.2f} ms ({step_ms / mem_ms:.1f}x; {kv_bytes / 2 ** 20:.0f} MiB of KV cache read); "
               f"rows sampled otherwise than by naive recompute: "
               f"{int((tokens['kv cache'] != tokens['naive recompute']).any(1).sum())} of {rows}")
+        mm_ms = step_matmuls_ms(model, rows, device)
+        print(f"  {rows:5d} rows  the step's {len(linears(model))} weight matmuls alone, at their shapes: {mm_ms:.2f} ms "
+              f"({mm_ms / floor_ms:.1f}x the FLOP floor, {100 * mm_ms / step_ms:.0f}% of the step)")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     if args.profile:
         for rows in args.rows:
             profile_decode(model, [prompt_ids(p) for p in make_split("test", rows)], args.new_tokens, device)
+
+
+def linears(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def step_matmuls_ms(model, rows, device, reps=20):
+    """ms of a decode step's weight matmuls alone, each at its own shape ((rows, in) @ (in, out)), back to back:
+    what the step costs at least at this machine's rate for these small shapes (attention, the elementwise ops
+    and Python come on top)."""
+    xs = [(torch.randn(rows, m.in_features, device=device), m.weight) for m in linears(model)]
+    with torch.no_grad():
+        for x, w in xs:
+            x @ w.t()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            for x, w in xs:
+                x @ w.t()
+        sync(device)
+    return (time.perf_counter() - t) / reps * 1e3
 
 
 def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
@@ -131,6 +160,7 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
     opt = model.configure_optimizers(cfg.lr, device_type=device.split(":")[0])
     ddp = data_parallel(model)  # under torchrun: this rank's share of the batch, as training runs it
     rng, gen = random.Random(0), torch.Generator(device=device).manual_seed(0)
+    gflops, P, step_s = matmul_gflops(device), model.num_params(), {}
     for other_space in (True, False):
         times = []
         for rep in range(reps + 1):  # the first step warms up
@@ -139,12 +169,20 @@ def bench_rl_step(preset, device, reps=3, out="out", micro_batch=None):
             if rep:
                 times.append((*t, int(ro.mask.sum()) + ro.prompt.numel(), ro.response.numel()))
         s, lp, bw, tok, gen_tok = (sum(x[i] for x in times) / reps for i in range(5))
-        total = s + lp + bw
+        total = step_s[other_space] = s + lp + bw
+        # FLOP floor: 2 x params per token for each forward (the sampled tokens once, the scored sequences once per
+        # log-prob pass), twice that for the backward, at the measured matmul rate
+        floor = 2 * P * (gen_tok + (2 if other_space else 1) * tok + 2 * tok) / (gflops * 1e9)
         print(f"{preset:4s} ({'base.pt' if os.path.exists(path) else 'random weights'}, {cfg.batch_prompts}x{cfg.group} "
               f"rows, micro-batch {cfg.micro_batch or 'all'}, logging pass {'on' if other_space else 'off'}): "
               f"step {total:.2f} s = sampling {s:.2f} s ({100 * s / total:.0f}%, {gen_tok / s:.0f} tokens/s) + "
               f"log-prob passes {lp:.2f} s ({100 * lp / total:.0f}%, {tok / lp:.0f} tokens/s) + backward/step "
-              f"{bw:.2f} s ({100 * bw / total:.0f}%, {tok / bw:.0f} tokens/s)")
+              f"{bw:.2f} s ({100 * bw / total:.0f}%, {tok / bw:.0f} tokens/s); FLOP floor {floor:.2f} s "
+              f"({total / floor:.1f}x)")
+    k = cfg.other_space_every
+    if k > 1:  # what training runs: the logging pass on one step in k
+        print(f"{preset:4s}  the default, logging pass on one step in {k}: {(step_s[True] + (k - 1) * step_s[False]) / k:.2f} s "
+              f"per step on average")
     print(f"  peak memory of the process: {peak_memory_mb(device):.0f} MB "
           f"({'torch.cuda.max_memory_allocated' if device.startswith('cuda') else 'resident set size'})")
 
@@ -243,7 +281,7 @@ def main(argv=None):
         return bench_sampler(a)
     if a.rl_step:
         device = pick_device(a.device)
-        print(f"RL step benchmark on {device} ({torch.get_num_threads()} threads)")
+        print(f"RL step benchmark on {device}: {where(matmul_gflops(device), device)}")
         for p in ([a.preset] if a.preset else ["cpu", "gpu"]):
             bench_rl_step(p, device, reps=a.steps, out=a.out or "out", micro_batch=a.micro_batch)
         return

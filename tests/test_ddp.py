@@ -153,7 +153,7 @@ def runs_worker(rank, base, out, rollout):
     seen = []
     T.generate = recording_generate(seen)
     os.environ["PRERL_TEST_WHOLE_BATCH"] = "1"  # the one-process tokens on both ranks
-    rl(base, "w-reinforce", f"{out}/whole.pt", steps=3)  # its log: whole.jsonl beside it
+    rl(base, "w-reinforce", f"{out}/whole.pt", steps=3, other_space_every=1)  # its log: whole.jsonl beside it
     pretrain(f"{out}/pre")
     os.environ["PRERL_TEST_WHOLE_BATCH"] = "0"  # a normal run: each rank samples its share with its own stream
     del seen[:]
@@ -177,7 +177,7 @@ def runs(tiny_base, tmp_path_factory):
     T.generate = recording_generate(seen)
     torch.set_num_threads(1)  # as each rank (join): the same float reductions, so "bit for bit" below can hold
     try:
-        rl(str(tiny_base), "w-reinforce", str(one / "whole.pt"), steps=3)
+        rl(str(tiny_base), "w-reinforce", str(one / "whole.pt"), steps=3, other_space_every=1)  # every log compared
         pretrain(str(one / "pre"))
         pretrain(str(one / "pre-chunks"), micro_batch=16)  # the two ranks' rows as two chunks of one process
         # the same rows in the same two chunks as the two ranks (micro-batches of 2 prompts x 4 samples)

@@ -178,6 +178,8 @@ def test_sampler_bench_times_every_sampler_on_the_same_tokens(capsys):
         assert re.search(rf"16 rows  {name} +\d+ tokens/s", out), name
     assert re.search(r"static cache vs kv cache: [\d.]+x; rows sampled otherwise: 0 of 16", out)
     assert "rows sampled otherwise than by naive recompute: 0 of 16" in out and "ops' self time" in out
+    assert re.search(r"threads, torch \S+, fp32 matmul \d+ GFLOP/s", out)  # the machine beside the figures
+    assert re.search(r"16 rows  the step's 9 weight matmuls alone, at their shapes: [\d.]+ ms", out)  # tiny: 2 layers
 
 
 def test_token_comparison_with_another_checkout(tmp_path, capsys):
