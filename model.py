@@ -48,10 +48,10 @@ class KVCache:
     """Keys and values of every layer for `batch` rows, up to `max_len` positions. `pad` (B,) counts each row's
     left-pad tokens; `t` is how many positions are filled.
 
-    A decode step attends over the whole buffer, its unfilled positions masked: a batched matmul over a whole
-    contiguous tensor runs about three times faster on a CPU than over a slice of a longer one (which it copies
-    first; python -m experiments.bench --sampler --profile). So the buffer grows by `chunk` positions at a time,
-    and a step reads at most chunk - 1 empty positions. static=True allocates all max_len positions at once and
+    A decode step attends over the whole buffer, its unfilled positions masked: on a CPU a batched matmul over a
+    slice of a longer tensor copies the slice first, so each layer's buffer is one whole tensor, grown by `chunk`
+    positions at a time: a step reads at most chunk - 1 empty positions (the bmm rows of
+    python -m experiments.bench --sampler --profile). static=True allocates all max_len positions at once and
     fixes every shape of a decode step, so that it can be captured once as a CUDA graph (sample.generate); it
     writes at `pos`, the position as a tensor."""
 
