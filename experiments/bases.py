@@ -5,6 +5,7 @@ each run ends on a plateau.
     python -m experiments.bases --preset cpu --seeds 3                 # seeds 0, 1, 2 with this machine's threads
     python -m experiments.bases --preset cpu --seeds 1 --threads 1 2 4 # one seed, three thread counts
     python -m experiments.bases --preset cpu --seeds 3 --export results/cpu/bases   # + weights-only sN.pt
+    python -m experiments.bases --measure results/cpu/bases/s0.pt results/cpu/bases/s1.pt  # the measurement's noise
 
 Each run is train.pretrain in its own process (torch.set_num_threads), resumable: a finished run is reused, an
 interrupted one resumes from its checkpoint. Runs land in OUT/<preset>/bases/s<seed>-t<threads>/. The report
@@ -22,7 +23,7 @@ import sys
 from dsrl import pyplot, save
 from experiments.report import changed_name, mean_ci, write_json
 from model import load_checkpoint, save_checkpoint
-from reward import fail
+from reward import UserError, fail
 from train import TRAIN
 
 PLATEAU_PASS, PLATEAU_LOSS = 0.05, 0.02  # the plateau rule (module docstring)
@@ -137,6 +138,32 @@ def step_accuracy(path, n=300, seed=5):
     print("wrong results:", "; ".join(wrong))
 
 
+def measurement_spread(paths, seeds=5, problems=200, samples=8, big=(1000, 16)):
+    """How much of the spread between bases is the measurement's own: each checkpoint's test pass@1 at problems x
+    samples (the same problems) with sampler seeds 0 .. seeds-1, and once at big = (problems, samples), seed 0.
+    Returns the markdown table (one row per checkpoint: every seed's value, their mean and range, the big one) and
+    a line with the spread (max - min) over the checkpoints of the seed-0 values, of the means and of the big ones."""
+    import torch
+    from model import model_from_checkpoint
+    from reward import make_split
+    from sample import evaluate
+    rows, seed0, means, bigs = [], [], [], []
+    for path in paths:
+        model = model_from_checkpoint(load_checkpoint(path))
+        p1 = [evaluate(model, make_split("test", problems), n=samples, seed=s, progress=False)[0]["pass@1"]
+              for s in range(seeds)]
+        b = evaluate(model, make_split("test", big[0]), n=big[1], seed=0, progress=False)[0]["pass@1"]
+        seed0.append(p1[0]), means.append(sum(p1) / seeds), bigs.append(b)
+        rows.append(f"| `{path}` | {' / '.join(f'{v:.3f}' for v in p1)} | {means[-1]:.3f} | {max(p1) - min(p1):.3f} "
+                    f"| {b:.3f} |")
+    spread = lambda v: max(v) - min(v)  # noqa: E731
+    return "\n".join([
+        f"| checkpoint | test pass@1 ({problems} x {samples}), sampler seeds 0-{seeds - 1} | mean | range "
+        f"| test pass@1 ({big[0]} x {big[1]}) |", "|---|---|---|---|---|", *rows, "",
+        f"spread over the checkpoints: {spread(seed0):.3f} at sampler seed 0, {spread(means):.3f} of the means, "
+        f"{spread(bigs):.3f} at {big[0]} x {big[1]} ({torch.get_num_threads()} torch threads)"])
+
+
 def step_time(preset, batch_sizes=(16, 32, 64), steps=20):
     """Seconds per pre-training step of the preset's model at each batch size (this process's torch threads; the
     median of `steps` steps after 5 warm-up steps): what a schedule of N steps of B documents costs here."""
@@ -187,12 +214,19 @@ def main(argv=None):
                     "and exit")
     ap.add_argument("--step-time", action="store_true", help="print the seconds per pre-training step of --preset's "
                     "model at batch sizes 16, 32, 64 and exit")
+    ap.add_argument("--measure", metavar="CKPT", nargs="+", help="print the test pass@1 of each CKPT at 200 x 8 "
+                    "with sampler seeds 0-4 and at 1000 x 16: how much of a spread the measurement makes, then exit")
     ap.add_argument("--report", metavar="DIR", help="write bases.md / .json / .png to DIR (default: beside the runs)")
     ap.add_argument("--export", metavar="DIR", help="also write DIR/s<seed>.pt (weights and config) of each seed's "
                     "run with the first --threads")
     a = ap.parse_args(argv)
-    if a.step_accuracy:
-        return step_accuracy(a.step_accuracy)
+    try:
+        if a.step_accuracy:
+            return step_accuracy(a.step_accuracy)
+        if a.measure:
+            return print(measurement_spread(a.measure))
+    except UserError as e:  # a checkpoint that is not there or not a checkpoint: one line
+        fail(e)
     if a.step_time:
         return step_time(a.preset)
     if a.seeds < 1 or min(a.threads) < 1:

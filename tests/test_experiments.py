@@ -278,6 +278,25 @@ def test_plateau_is_the_spread_over_the_last_fifth_of_the_curve():
     assert plateau(climbing[:3])[0] == climbing[2]["val_pass@1"] - climbing[1]["val_pass@1"]  # at least 2 points
 
 
+def test_measurement_spread_separates_the_sampler_from_the_checkpoint():
+    """experiments.bases --measure: a row holds the checkpoint's pass@1 at each sampler seed (seed 0 = what
+    sample.evaluate gives), their mean and range; the same checkpoint twice has no spread between checkpoints,
+    whatever the sampler seeds make of it."""
+    from experiments.bases import measurement_spread
+    lab = str(ROOT / "tutorial/lab.pt")
+    table = measurement_spread([lab, lab], seeds=3, problems=20, samples=4, big=(30, 2))
+    rows = [line for line in table.splitlines() if line.startswith(f"| `{lab}`")]
+    assert len(rows) == 2 and rows[0] == rows[1]
+    per_seed, mean, rng, big = (c.strip() for c in rows[0].split("|")[2:6])
+    values = [float(v) for v in per_seed.split(" / ")]
+    model = M.model_from_checkpoint(M.load_checkpoint(lab))
+    direct = S.evaluate(model, R.make_split("test", 20), n=4, seed=0, progress=False)[0]["pass@1"]
+    assert len(values) == 3 and values[0] == float(f"{direct:.3f}") and len(set(values)) > 1  # the sampler moves it
+    assert float(mean) == pytest.approx(sum(values) / 3, abs=1e-3) and float(rng) == pytest.approx(
+        max(values) - min(values), abs=1e-3)
+    assert "spread over the checkpoints: 0.000 at sampler seed 0, 0.000 of the means, 0.000 at 30 x 2" in table
+
+
 def test_reflection_routes_have_their_own_folders_and_bad_flags_get_one_line(capsys):
     """experiments.reflection: a route is named by what differs from ROUTE (so sweeps never share a folder); a bad
     flag stops with one line naming it, before any model is loaded."""
