@@ -1,7 +1,7 @@
 """
 Why the toy differs from the paper: four mechanisms, each tested by runs of what already exists.
 
-    python -m experiments.mechanisms --preset cpu --seeds 3    # about 2 hours on 2 CPU cores
+    python -m experiments.mechanisms --preset cpu --seeds 3    # 68 min on 2 AMD EPYC cores (RESULTS.md)
     python -m experiments.mechanisms --preset tiny --seeds 1   # the machinery in a minute (a test)
 
 Stage 1 pre-trains one base per seed on the faithful corpus (its held-out loss and val pass@1 curve measure how
