@@ -38,13 +38,11 @@ from sample import describe, evaluate, generate, pick_device, prompt_ids, rollou
 
 TRAIN = {  # pre-training; python train.py --preset P prints the minutes it took
     "tiny": dict(steps=150, batch_size=32, lr=3e-3),
-    # lab: small batches, many steps; it ends in the learning transition, so pass@1 depends on the seed (seeds
-    # 0 / 1 / 2: 0.092 / 0.177 / 0.177 on an Intel Xeon, 0.152 / 0.146 / 0.099 on an AMD EPYC; the candidates
-    # tried within its 2 minutes: results/cpu/bases-probe/README.md), and tutorial/lab.pt is seed 1
+    # lab: ends in the learning transition, so pass@1 depends on the seed (0 / 1 / 2: 0.092 / 0.177 / 0.177 on an
+    # Intel Xeon, 0.152 / 0.146 / 0.099 on an AMD EPYC; candidates: results/cpu/bases-probe/README.md); lab.pt: seed 1
     "lab": dict(steps=8000, batch_size=16, lr=5e-3),
-    # cpu: past the transition for every seed, seeds 0 and 1 on a plateau, seed 2 off it by its last val point
-    # (results/cpu/bases/README.md: 3 seeds' curves, the thread counts); slip 0.25 keeps the corpus's own
-    # ceiling, and so the base, below 0.7 pass@1
+    # cpu: past the transition for every seed, seed 2 off the plateau rule by its last val point (3 seeds' curves,
+    # thread counts: results/cpu/bases/README.md); slip 0.25 keeps the corpus's ceiling, so the base's, below 0.7
     "cpu": dict(steps=10000, batch_size=32, lr=3e-3, corpus=dict(slip=0.25)),
     "gpu": dict(steps=3000, batch_size=256, lr=1e-3, micro_batch=64),
 }

@@ -147,16 +147,18 @@ def measurement_spread(paths, seeds=5, problems=200, samples=8, big=(1000, 16)):
     from model import model_from_checkpoint
     from reward import make_split
     from sample import evaluate
+    spread = lambda v: max(v) - min(v)  # noqa: E731
     rows, seed0, means, bigs = [], [], [], []
     for path in paths:
         model = model_from_checkpoint(load_checkpoint(path))
         p1 = [evaluate(model, make_split("test", problems), n=samples, seed=s, progress=False)[0]["pass@1"]
               for s in range(seeds)]
         b = evaluate(model, make_split("test", big[0]), n=big[1], seed=0, progress=False)[0]["pass@1"]
-        seed0.append(p1[0]), means.append(sum(p1) / seeds), bigs.append(b)
-        rows.append(f"| `{path}` | {' / '.join(f'{v:.3f}' for v in p1)} | {means[-1]:.3f} | {max(p1) - min(p1):.3f} "
+        seed0.append(p1[0])
+        means.append(sum(p1) / seeds)
+        bigs.append(b)
+        rows.append(f"| `{path}` | {' / '.join(f'{v:.3f}' for v in p1)} | {means[-1]:.3f} | {spread(p1):.3f} "
                     f"| {b:.3f} |")
-    spread = lambda v: max(v) - min(v)  # noqa: E731
     return "\n".join([
         f"| checkpoint | test pass@1 ({problems} x {samples}), sampler seeds 0-{seeds - 1} | mean | range "
         f"| test pass@1 ({big[0]} x {big[1]}) |", "|---|---|---|---|---|", *rows, "",
